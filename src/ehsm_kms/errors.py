@@ -60,6 +60,12 @@ class InvalidJson(BadRequest):
     default_message = "Invalid JSON"
 
 
+class BodyTooLarge(BadRequest):
+    """The body is over the limit (100 kB, as the original's JSON parser); the original answered with an HTML 413."""
+
+    default_message = "request entity too large"
+
+
 class ParamTypeError(BadRequest):
     default_message = "param type error"
 
@@ -96,6 +102,12 @@ class UnknownApp(AuthError):
 
 class SignError(AuthError):
     default_message = "sign error"
+
+
+class ApiKeyUnavailable(AuthError):
+    """The app's APIKey blob could not be opened (damaged, or moved from another app's row)."""
+
+    default_message = "Unexpected Error"
 
 
 class AppRevoked(AuthError):
@@ -163,6 +175,21 @@ class ImportTokenError(EhsmError):
 
 class ImportTokenExpired(ImportTokenError):
     default_message = 'Token validity time is 24 hours. Try to send "GetParametersForImport" request again.'
+
+
+class ImportKeyMaterialFailed(EhsmError):
+    """A missing or garbled import token, or another failure of ImportKeyMaterial outside the core."""
+
+    code = 500
+    default_message = "ImportKeyMaterial failed."
+    exit_code = EXIT_CRYPTO
+
+
+class KeyStateError(BadRequest):
+    """EnableKey / DisableKey of a key this app does not have."""
+
+    default_message = "not find this keyid"
+    exit_code = EXIT_NOT_FOUND
 
 
 # ---------------------------------------------------------------- routing

@@ -19,8 +19,8 @@ import base64
 import hashlib
 import hmac
 import math
-from decimal import Decimal
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 SIGNED_FIELDS = ("appid", "nonce", "timestamp", "payload")
@@ -116,7 +116,12 @@ def render(obj: Mapping[str, Any] | list[Any] | tuple[Any, ...]) -> str:
 
 
 def sign_string(
-    appid: Any, timestamp: Any, payload: Any = None, nonce: Any = None, *, extra: Mapping[str, Any] | None = None
+    appid: Any,
+    timestamp: Any,
+    payload: Any = None,
+    nonce: Any = None,
+    *,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
     """The string the signature covers: the four signed top-level fields only."""
     fields: dict[str, Any] = {"appid": appid, "timestamp": timestamp}

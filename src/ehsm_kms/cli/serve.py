@@ -1,0 +1,103 @@
+"""``ehsm-kms serve``: start one KMS node."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ehsm_kms import config, errors
+
+log = logging.getLogger("ehsm_kms.server")
+
+
+def _secret_for(settings: config.Settings) -> bytes | None:
+    """A passphrase or PIN typed at a hidden prompt, when the settings name no other source."""
+    if settings.sealer == "file" or (settings.sealer_secret and settings.sealer_secret != "prompt"):
+        return None
+    if not sys.stdin.isatty():
+        raise errors.ConfigError(
+            f"the '{settings.sealer}' sealer needs a secret: give --sealer-secret file:<path> or env:<VAR>, "
+            "or run on a terminal to be prompted"
+        )
+    what = "PIN" if settings.sealer == "pkcs11" else "passphrase"
+    creating = not settings.sealed_path.exists() and settings.sealer == "passphrase"
+    value: str = click.prompt(f"Domain-key {what}", hide_input=True, confirmation_prompt=creating)
+    return value.encode("utf-8")
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings file.")
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 9000).")
+@click.option("--data-dir", help="Data directory, created on first start (default: per-user data directory).")
+@click.option(
+    "--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory)."
+)
+@click.option("--core-mode", type=click.Choice(config.CORE_MODES), help="isolated (default) or inprocess.")
+@click.option(
+    "--sealer", type=click.Choice(["passphrase", "pkcs11", "file"]), help="How the domain key is sealed."
+)
+@click.option(
+    "--sealer-secret", help="Where the passphrase/PIN comes from: file:<path>, env:<VAR> or prompt."
+)
+@click.option("--pkcs11-module", help="PKCS#11 module path (pkcs11 sealer).")
+@click.option("--pkcs11-token", help="PKCS#11 token label (pkcs11 sealer).")
+@click.option(
+    "--allow-file-sealer", is_flag=True, default=None, help="Allow the plaintext 'file' sealer (dev only)."
+)
+@click.option("--enroll-mode", type=click.Choice(config.ENROLL_MODES), help="open, token or closed.")
+@click.option("--tls-cert", help="TLS certificate (PEM).")
+@click.option("--tls-key", help="TLS private key (PEM).")
+@click.option(
+    "--tls-self-signed", is_flag=True, default=None, help="Make a self-signed certificate in the data dir."
+)
+@click.option(
+    "--allow-plain-http", is_flag=True, default=None, help="Serve plain HTTP on a non-loopback address."
+)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(config_file: str | None, **overrides: Any) -> None:
+    """Start a KMS node (single mode: the core creates and seals its own domain key)."""
+    import uvicorn
+
+    from ehsm_kms.cli.main import setup_logging
+    from ehsm_kms.server import tls
+    from ehsm_kms.server.assemble import build_app
+
+    settings = config.load(config_file=config_file, overrides=overrides)
+    setup_logging(settings.log_level)
+    secret = _secret_for(settings)
+    app = build_app(settings, secret=secret)
+    ssl: dict[str, Any] = {}
+    if settings.tls_cert:
+        ssl = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
+    elif settings.tls_self_signed:
+        cert, key = tls.self_signed(settings.data_path, settings.host)
+        ssl = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    log.info(
+        "starting ehsm-kms on %s://%s:%d (store %s, core %s, sealer %s, enroll_mode %s)",
+        "https" if ssl else "http",
+        settings.host,
+        settings.port,
+        settings.store.split("://")[0],
+        settings.core_mode,
+        settings.sealer,
+        settings.effective_enroll_mode,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+            **ssl,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise SystemExit(errors.EXIT_SERVER)

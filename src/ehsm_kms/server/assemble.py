@@ -1,0 +1,49 @@
+"""Putting a node together from Settings: the store, the core (isolated or in-process), the app."""
+
+from __future__ import annotations
+
+import logging
+
+from ehsm_kms.config import Settings
+from ehsm_kms.core.coreconfig import CoreConfig
+from ehsm_kms.core.proxy import make_core
+from ehsm_kms.server.app import KmsApp
+from ehsm_kms.service.node import Node
+from ehsm_kms.storage import open_store
+
+log = logging.getLogger("ehsm_kms.server")
+
+
+def core_config(settings: Settings, *, secret: bytes | None = None) -> CoreConfig:
+    source = settings.sealer_secret or None
+    if source == "prompt":
+        source = None
+    return CoreConfig(
+        sealer=settings.sealer,
+        sealed_path=str(settings.sealed_path),
+        secret_source=source,
+        secret=secret,
+        pkcs11_module=settings.pkcs11_module,
+        pkcs11_token=settings.pkcs11_token,
+        allow_file_sealer=settings.allow_file_sealer,
+    )
+
+
+async def build_node(settings: Settings, *, secret: bytes | None = None) -> Node:
+    settings.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = open_store(settings.store)
+    await store.migrate()
+    core = make_core(core_config(settings, secret=secret), isolated=settings.core_mode == "isolated")
+    try:
+        await core.start()
+    except BaseException:
+        await store.close()
+        raise
+    return Node(store, core, key_cache_ttl_ms=settings.key_cache_ttl_ms)
+
+
+def build_app(settings: Settings, *, secret: bytes | None = None) -> KmsApp:
+    async def factory() -> Node:
+        return await build_node(settings, secret=secret)
+
+    return KmsApp(factory, enroll_mode=settings.effective_enroll_mode)
