@@ -168,9 +168,7 @@ def _spki(pem: str) -> bytes:
     return base64.b64decode("".join(pem.strip().splitlines()[1:-1]))
 
 
-@pytest.mark.parametrize(
-    "spec", [KeySpec.EH_RSA_2048, KeySpec.EH_SM2, KeySpec.EH_AES_GCM_128, KeySpec.EH_HMAC]
-)
+@pytest.mark.parametrize("spec", [KeySpec.EH_RSA_2048, KeySpec.EH_SM2, KeySpec.EH_AES_GCM_128, KeySpec.EH_HMAC])
 def test_other_specs_refused(spec: KeySpec, materials: dict[KeySpec, bytes]) -> None:
     assert_crypto_error(lambda: ec.generate_key(spec))
     assert_crypto_error(lambda: ec.load(spec, materials[KeySpec.EH_EC_P256]))
@@ -308,10 +306,7 @@ def test_self_test_cases_match_wycheproof() -> None:
         name, _, tc = case["from"].partition(" tcId ")
         assert FILES[name].name == case["keyspec"]
         found = [
-            (g, t)
-            for g in load_vectors(f"wycheproof/{name}")["testGroups"]
-            for t in g["tests"]
-            if t["tcId"] == int(tc)
+            (g, t) for g in load_vectors(f"wycheproof/{name}")["testGroups"] for t in g["tests"] if t["tcId"] == int(tc)
         ]
         assert len(found) == 1
         group, vector = found[0]

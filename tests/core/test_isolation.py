@@ -56,10 +56,10 @@ def test_child_is_hardened_and_serves_many_calls_in_flight(tmp_path: Path) -> No
             assert any(
                 line.startswith("Max core file size") and " 0 " in line for line in limits.splitlines()
             )
-            # No file descriptor but its channel.
-            fds = os.listdir(f"/proc/{pid}/fd")
-            targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
-            assert len(fds) == 1 and targets[0].startswith("socket:"), targets
+            # No file descriptor but its channel (0-2 are /dev/null).
+            targets = sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+            assert targets[:3] == ["/dev/null"] * 3, targets
+            assert len(targets) == 4 and targets[3].startswith("socket:"), targets
             if core.hardening["mlock"]:
                 status = Path(f"/proc/{pid}/status").read_text()
                 locked_kb = int(

@@ -224,9 +224,7 @@ def _run(*args: str, data: bytes = b"") -> subprocess.CompletedProcess[bytes]:
 
 
 @pytest.mark.parametrize("bits", BITS)
-def test_generated_key(
-    bits: int, materials: dict[int, bytes], keys: dict[int, rsa.RsaKey], openssl: str
-) -> None:
+def test_generated_key(bits: int, materials: dict[int, bytes], keys: dict[int, rsa.RsaKey], openssl: str) -> None:
     material, key = materials[bits], keys[bits]
     assert key.spec is SPEC_OF_BITS[bits]
     assert key.size == bits // 8
@@ -258,9 +256,7 @@ def test_load_refuses_other_sizes_and_material(materials: dict[int, bytes]) -> N
     assert_crypto_error(lambda: rsa.load(KeySpec.EH_RSA_2048, ec.generate_key(KeySpec.EH_EC_P256)))
 
 
-@pytest.mark.parametrize(
-    "spec", [KeySpec.EH_EC_P256, KeySpec.EH_SM2, KeySpec.EH_AES_GCM_256, KeySpec.EH_HMAC]
-)
+@pytest.mark.parametrize("spec", [KeySpec.EH_EC_P256, KeySpec.EH_SM2, KeySpec.EH_AES_GCM_256, KeySpec.EH_HMAC])
 def test_other_specs_refused(spec: KeySpec, materials: dict[int, bytes]) -> None:
     assert_crypto_error(lambda: rsa.generate_key(spec))
     assert_crypto_error(lambda: rsa.load(spec, materials[2048]))
@@ -274,17 +270,13 @@ def test_full_key_check_on_request(materials: dict[int, bytes]) -> None:
     assert_crypto_error(lambda: rsa.load(KeySpec.EH_RSA_2048, damaged, validate=True))
     # Without the check the key loads, and OpenSSL's CRT self-check still releases only correct signatures.
     key, good = rsa.load(KeySpec.EH_RSA_2048, damaged), rsa.load(KeySpec.EH_RSA_2048, material)
-    assert key.sign(b"m", RAW, DigestMode.EH_SHA_256, PKCS1) == good.sign(
-        b"m", RAW, DigestMode.EH_SHA_256, PKCS1
-    )
+    assert key.sign(b"m", RAW, DigestMode.EH_SHA_256, PKCS1) == good.sign(b"m", RAW, DigestMode.EH_SHA_256, PKCS1)
 
 
 @pytest.mark.parametrize("bits", BITS)
 @pytest.mark.parametrize("padding", [PKCS1, PSS])
 @pytest.mark.parametrize("digest", DIGESTS, ids=[d.name for d in DIGESTS])
-def test_sign_verify(
-    bits: int, padding: PaddingMode, digest: DigestMode, keys: dict[int, rsa.RsaKey]
-) -> None:
+def test_sign_verify(bits: int, padding: PaddingMode, digest: DigestMode, keys: dict[int, rsa.RsaKey]) -> None:
     key = keys[bits]
     message = b"sign me " * 40
     signature = key.sign(message, RAW, digest, padding)

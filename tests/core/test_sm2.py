@@ -162,9 +162,7 @@ def _openssl_verify(openssl: str, pub: Path, message: bytes, signature: bytes, *
 
 
 @pytest.mark.parametrize("message", [b"m", b"hello world", bytes(range(256)) * 20], ids=["1", "11", "5120"])
-def test_our_signature_verifies_with_openssl(
-    message: bytes, key: sm2.Sm2Key, openssl: str, tmp_path: Path
-) -> None:
+def test_our_signature_verifies_with_openssl(message: bytes, key: sm2.Sm2Key, openssl: str, tmp_path: Path) -> None:
     pub = tmp_path / "pub.pem"
     pub.write_text(key.public_pem())
     signature = key.sign(message, RAW, SM3, NONE)
@@ -270,9 +268,7 @@ def test_our_ciphertext_decrypts_with_openssl(
 @pytest.mark.parametrize("size", [1, 32, 100, 255])
 def test_openssl_ciphertext_decrypts_with_us(size: int, openssl_key: dict[str, Any], openssl: str) -> None:
     plaintext = bytes((i * 11 + 5) % 256 for i in range(size))
-    ciphertext = _ok(
-        openssl, "pkeyutl", "-encrypt", "-pubin", "-inkey", str(openssl_key["pub"]), data=plaintext
-    )
+    ciphertext = _ok(openssl, "pkeyutl", "-encrypt", "-pubin", "-inkey", str(openssl_key["pub"]), data=plaintext)
     assert sm2.load(openssl_key["material"]).decrypt(ciphertext) == plaintext
 
 
@@ -320,9 +316,7 @@ def test_load_refuses_bad_material(material: bytes) -> None:
     assert_crypto_error(lambda: sm2.load(material[:32] + flip(material[32:], 63)))  # point off the curve
     assert_crypto_error(lambda: sm2.load(material[:32] + bytes(64)))
     assert_crypto_error(lambda: sm2.load_public(material[32:-1]))
-    assert_crypto_error(
-        lambda: sm2.load_public(b"\x02" + material[32:64])
-    )  # compressed points are not keys here
+    assert_crypto_error(lambda: sm2.load_public(b"\x02" + material[32:64]))  # compressed points are not keys here
 
 
 # ---------------------------------------------------------------- properties
@@ -333,9 +327,7 @@ def test_load_refuses_bad_material(material: bytes) -> None:
     index=st.integers(0, 80),
     mask=st.integers(1, 255),
 )
-def test_property_sign_verify(
-    key: sm2.Sm2Key, message: bytes, digest_type: bool, index: int, mask: int
-) -> None:
+def test_property_sign_verify(key: sm2.Sm2Key, message: bytes, digest_type: bool, index: int, mask: int) -> None:
     mtype = DIGEST if digest_type else RAW
     signature = key.sign(message, mtype, SM3, NONE)
     assert key.verify(message, mtype, SM3, NONE, signature)

@@ -78,16 +78,11 @@ def test_success_envelope() -> None:
 
 def test_success_for_uses_the_table() -> None:
     gdk = envelope.success_for("GenerateDataKey", {"plaintext": "p", "ciphertext": "c"})
-    assert (
-        envelope.dumps(gdk)
-        == b'{"code":200,"message":"success!","result":{"ciphertext":"c","plaintext":"p"}}'
-    )
+    assert envelope.dumps(gdk) == b'{"code":200,"message":"success!","result":{"ciphertext":"c","plaintext":"p"}}'
     gpk = envelope.success_for("GetPublicKey", {"pubkey": "P", "keyid": "k"})
     assert envelope.dumps(gpk) == b'{"code":200,"message":"success!","result":{"pubkey":"P","keyid":"k"}}'
     enroll = envelope.success_for("Enroll", {"appid": "a", "apikey": "k"})
-    assert (
-        envelope.dumps(enroll) == b'{"code":200,"message":"successful","result":{"apikey":"k","appid":"a"}}'
-    )
+    assert envelope.dumps(enroll) == b'{"code":200,"message":"successful","result":{"apikey":"k","appid":"a"}}'
     version = envelope.success_for("GetVersion", {"version": "0.3.2", "git_sha": "abcdef0"})
     assert list(version["result"]) == ["git_sha", "version"]
     vq = envelope.success_for(
@@ -146,6 +141,4 @@ def test_dumps_is_compact_utf8_like_json_stringify() -> None:
     )
     assert envelope.dumps({"k": "é/+\U0001f600"}) == '{"k":"é/+\U0001f600"}'.encode()
     assert envelope.dumps({"s": 'a"b\\c\n\x00'}) == b'{"s":"a\\"b\\\\c\\n\\u0000"}'
-    assert envelope.dumps({"t": True, "n": None, "i": 16, "l": [1, "x"]}) == (
-        b'{"t":true,"n":null,"i":16,"l":[1,"x"]}'
-    )
+    assert envelope.dumps({"t": True, "n": None, "i": 16, "l": [1, "x"]}) == (b'{"t":true,"n":null,"i":16,"l":[1,"x"]}')

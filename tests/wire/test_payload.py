@@ -27,6 +27,10 @@ PATTERNS: dict[str, dict[str, list[str]]] = DATA["patterns"]
 CONTRACT: dict[str, list[dict[str, Any]]] = DATA["contract"]
 
 
+NOT_STRINGS: tuple[Any, ...] = (123, True, False, 0, 1.5, [], ["a"], {}, {"a": 1})
+NOT_INTEGERS: tuple[Any, ...] = ("16", "1", True, False, 1.5, [], [1], {}, 1e21, -1e21, float("inf"))
+
+
 def message(kind: str, field: dict[str, Any]) -> str:
     return MESSAGES[kind].format(key=field["key"], min=field.get("min"), max=field.get("max"))
 
@@ -72,16 +76,14 @@ def field_cases() -> Iterator[Any]:
             yield case(None, missing, "null")
             yield case("", missing, "empty")
             if kind in ("STRING", "BASE64"):
-                for bad in (123, True, False, 0, 1.5, [], ["a"], {}, {"a": 1}):
-                    yield case(bad, message("string_type", field), f"type-{bad!r}")
+                for wrong in NOT_STRINGS:
+                    yield case(wrong, message("string_type", field), f"type-{wrong!r}")
                 hi, lo = field.get("max"), field.get("min")
                 filler = "A" if kind == "BASE64" else "a"
                 if hi is not None:
                     yield case(filler * (hi + 1), message("length", field), "max+1")
                     if "pattern" not in field:
-                        expected_at_max = (
-                            None if kind == "STRING" or hi % 4 == 0 else message("base64", field)
-                        )
+                        expected_at_max = None if kind == "STRING" or hi % 4 == 0 else message("base64", field)
                         yield case(filler * hi, expected_at_max, "max")
                 if lo is not None and lo > 1:
                     yield case(filler * (lo - 1), message("length", field), "min-1")
@@ -112,8 +114,8 @@ def field_cases() -> Iterator[Any]:
                         yield case(bad, want, f"b64-bad-{bad!r}")
             elif kind == "INT":
                 lo, hi = field.get("min"), field.get("max")
-                for bad in ("16", "1", True, False, 1.5, [], [1], {}, 1e21, -1e21, float("inf")):
-                    yield case(bad, message("integer_type", field), f"type-{bad!r}")
+                for wrong in NOT_INTEGERS:
+                    yield case(wrong, message("integer_type", field), f"type-{wrong!r}")
                 if lo is not None:
                     yield case(lo - 1, message("min_num", field), "min-1")
                     yield case(float(lo), None, "min-as-float")
@@ -130,8 +132,17 @@ def field_cases() -> Iterator[Any]:
                 names = ENUMS[field["values"]]
                 for good in names:
                     yield case(good, None, f"name-{good}")
-                for bad in ("bogus", names[0].lower(), " " + names[0], names[0] + " ", 1, True, [names[0]]):
-                    yield case(bad, message("const", field), f"bad-{bad!r}")
+                not_names: tuple[Any, ...] = (
+                    "bogus",
+                    names[0].lower(),
+                    " " + names[0],
+                    names[0] + " ",
+                    1,
+                    True,
+                    [names[0]],
+                )
+                for wrong in not_names:
+                    yield case(wrong, message("const", field), f"bad-{wrong!r}")
 
 
 @pytest.mark.parametrize(("action", "key", "value", "expected"), list(field_cases()))

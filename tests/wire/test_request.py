@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -200,9 +201,7 @@ def test_golden_request_passes_and_signs() -> None:
     fields = check_envelope(case["body"], lookup("CreateKey"), NOW)
     assert fields == SignedFields(APPID, TS, case["sign"], None, case["payload"])
     assert fields.sign_string() == case["sign_string"]
-    assert sign.signature_matches(
-        sign.signature("44RPFy3SEqLbAahaP9PXSGQ6ABB6gctr", fields.sign_string()), fields.sign
-    )
+    assert sign.signature_matches(sign.signature("44RPFy3SEqLbAahaP9PXSGQ6ABB6gctr", fields.sign_string()), fields.sign)
     payload.validate("CreateKey", fields.fields)
 
 
@@ -398,9 +397,8 @@ def test_body_size_limit() -> None:
     at_limit = b'{"x":"' + b"a" * filler + b'"}'
     assert len(at_limit) == request.MAX_BODY_BYTES == 102_400
     assert parse_json(at_limit) == {"x": "a" * filler}
-    with pytest.raises(errors.BadRequest) as info:
+    with pytest.raises(errors.BodyTooLarge) as info:
         parse_json(at_limit + b" ")
-    assert not isinstance(info.value, errors.InvalidJson)
     assert envelope.error(info.value) == {"code": 400, "message": "request entity too large", "result": {}}
 
 
@@ -466,7 +464,7 @@ def test_any_bytes_parse_or_are_invalid_json(raw: bytes) -> None:
     action=st.sampled_from([None, "Encrypt", "ListKey", "CreateSecret", "RotateKey"]),
 )
 def test_any_body_gets_an_envelope_error_or_passes(fields: dict[str, Any], action: str | None) -> None:
-    raw = orjson.loads(orjson.dumps(fields))
+    raw = parse_json(json.dumps(fields).encode())  # through the real parser (big integers become doubles)
     try:
         got = check_envelope(raw, lookup(action) if action else None, NOW)
     except ENVELOPE_ERRORS as exc:

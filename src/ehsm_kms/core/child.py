@@ -1,7 +1,8 @@
 """The isolated core's process: ``python -m ehsm_kms.core.child <fd>``.
 
 It hardens itself before it holds any secret: not dumpable (``PR_SET_DUMPABLE`` 0, so other unprivileged processes
-cannot ptrace it or read its memory), no core dumps, every file descriptor closed but its channel, and memory
+cannot ptrace it or read its memory), no core dumps, every file descriptor closed but its channel (0-2 are
+``/dev/null``), and memory
 locked (``mlockall``) where the system allows it so the domain key is never written to swap. Then it reads the
 init message, opens the domain key through its sealer, runs the self-tests, and serves calls one at a time.
 """
@@ -16,7 +17,7 @@ import os
 import resource
 import socket
 import sys
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import msgspec
 
@@ -40,6 +41,14 @@ def harden(keep_fd: int) -> dict[str, object]:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.closerange(0, keep_fd)
     os.closerange(keep_fd + 1, 65536)
+    # 0, 1 and 2 point at /dev/null, so that a library writing to stderr (GmSSL traces failed verifications
+    # there) can never write into a file the core opened later and happened to get descriptor 2 for.
+    for fd in range(3):
+        if fd != keep_fd:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
     locked = libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
     return {
         "dumpable": int(libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)),
@@ -82,7 +91,7 @@ def serve(fd: int) -> int:
         log.warning("core process protection not available: prctl(PR_SET_DUMPABLE)")
     if not hardening["mlock"]:
         log.warning("core process protection not available: mlockall (memory may be swapped)")
-    reader = sock.makefile("rb", buffering=65536)
+    reader = cast(BinaryIO, sock.makefile("rb", buffering=65536))
 
     from ehsm_kms import errors
     from ehsm_kms.core.enclave import Enclave

@@ -111,9 +111,7 @@ class EcKey(EcPublicKey):
         super().__init__(spec, private.public_key())
         self._private = private
 
-    def sign(
-        self, message: bytes, message_type: MessageType, digest: DigestMode, padding: PaddingMode
-    ) -> bytes:
+    def sign(self, message: bytes, message_type: MessageType, digest: DigestMode, padding: PaddingMode) -> bytes:
         """A DER ECDSA signature; ``padding`` is ignored."""
         algorithm = _ecdsa(message, message_type, digest)
         try:

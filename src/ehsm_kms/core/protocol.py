@@ -23,7 +23,7 @@ class SignedRequest(msgspec.Struct, frozen=True):
     appid: str
     timestamp: str
     sign: str
-    payload: dict[str, Any] | None = None
+    payload: Any = None  # an object as a rule; JavaScript let arrays through, and they are signed as such
     nonce: Any = None
 
 

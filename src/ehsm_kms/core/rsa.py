@@ -120,9 +120,7 @@ class RsaPublicKey:
 
     def public_pem(self) -> str:
         """PKCS#1 ``RSA PUBLIC KEY`` PEM, ending with a newline."""
-        return self._public.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.PKCS1
-        ).decode()
+        return self._public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.PKCS1).decode()
 
     def encrypt(self, plaintext: bytes, padding: PaddingMode) -> bytes:
         scheme = _encryption_padding(padding)
@@ -175,9 +173,7 @@ class RsaKey(RsaPublicKey):
         except Exception:
             raise errors.CryptoError() from None
 
-    def sign(
-        self, message: bytes, message_type: MessageType, digest: DigestMode, padding: PaddingMode
-    ) -> bytes:
+    def sign(self, message: bytes, message_type: MessageType, digest: DigestMode, padding: PaddingMode) -> bytes:
         algorithm, prepared = _prepare(message, message_type, digest)
         scheme = _signature_padding(padding, algorithm)
         try:
@@ -207,9 +203,7 @@ def load(spec: KeySpec, material: bytes, *, validate: bool = False) -> RsaKey:
     """The key in PKCS#8 DER ``material``; anything else, or a modulus of another size, is a CryptoError."""
     bits = _bits(spec)
     try:
-        key = serialization.load_der_private_key(
-            material, password=None, unsafe_skip_rsa_key_validation=not validate
-        )
+        key = serialization.load_der_private_key(material, password=None, unsafe_skip_rsa_key_validation=not validate)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise errors.CryptoError() from None
     if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != bits:

@@ -124,9 +124,7 @@ class Sm2Key(Sm2PublicKey):
         super().__init__(point)
         self._private = private
 
-    def sign(
-        self, message: bytes, message_type: MessageType, digest: DigestMode, padding: PaddingMode
-    ) -> bytes:
+    def sign(self, message: bytes, message_type: MessageType, digest: DigestMode, padding: PaddingMode) -> bytes:
         """A DER signature of SM3(Z ‖ message), whatever ``digest`` says (the original forces SM3)."""
         _message_type(message_type)
         if digest not in DigestMode.__members__.values():
@@ -187,11 +185,8 @@ def pairwise_check(key: Sm2Key) -> None:
     secret = os.urandom(32)
     try:
         signature = key.sign(message, *args)
-        ok = (
-            key.verify(message, *args, signature)
-            and not key.verify(message + b"!", *args, signature)
-            and key.decrypt(key.encrypt(secret)) == secret
-        )
+        # No deliberate failure here (the self-test has those): GmSSL prints a trace to stderr for each one.
+        ok = key.verify(message, *args, signature) and key.decrypt(key.encrypt(secret)) == secret
     except errors.CryptoError:
         ok = False
     if not ok:

@@ -21,7 +21,7 @@ from ehsm_kms.core.protocol import SignedRequest
 from ehsm_kms.server.metrics import Metrics
 from ehsm_kms.service import apps
 from ehsm_kms.service.node import Node
-from ehsm_kms.service.registry import HANDLERS
+from ehsm_kms.service.all_actions import HANDLERS
 from ehsm_kms.wire import actions, envelope, payload, request
 
 log = logging.getLogger("ehsm_kms.server")
@@ -157,7 +157,7 @@ class KmsApp:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > request.MAX_BODY:
+            if size > request.MAX_BODY_BYTES:
                 raise errors.BodyTooLarge()
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -170,10 +170,10 @@ class KmsApp:
 
     async def _get_action(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
         if name == "GetVersion":
-            return envelope.success(apps.version(), envelope.success_message(name))
+            return envelope.success_for(name, apps.version())
         token = (query.get("token") or query.get("enroll_token") or [None])[0]
         made = await apps.enroll(self._live_node(), self.enroll_mode, token)
-        return envelope.success(made, envelope.success_message(name))
+        return envelope.success_for(name, made)
 
     async def _unknown(self, body: bytes) -> dict[str, Any]:
         """Any other path: the original ran its auth checks on every path, so probes of ``/`` get a 400."""
@@ -202,8 +202,9 @@ class KmsApp:
         normalized = payload.normalize(info.name, fields.payload if isinstance(fields.payload, dict) else {})
         payload.validate(info.name, normalized)
         outcome = await handler(node, req, normalized)
-        message = outcome.message or envelope.success_message(info.name)
-        return envelope.success(outcome.result, message), fields.appid
+        if outcome.message is not None:
+            return envelope.success(outcome.result, outcome.message), fields.appid
+        return envelope.success_for(info.name, outcome.result), fields.appid
 
 
 def _client(scope: Scope) -> str:

@@ -21,7 +21,7 @@ class ActionFamily(enum.Enum):
     KEY = "key"
     CRYPTO = "crypto"
     APP = "app"
-    SECRET = "secret"  # noqa: S105 - a family name, not a credential
+    SECRET = "secret"
     ATTESTATION = "attestation"
     BEYOND = "beyond"
 
@@ -60,12 +60,9 @@ def _table() -> dict[str, ActionInfo]:
     )
     rows += [ActionInfo(n, fam.KEY, crypto=True) for n in crypto_key]
     rows += [ActionInfo(n, fam.CRYPTO, crypto=True) for n in crypto_ops]
+    rows += [ActionInfo(n, fam.KEY) for n in ("ListKey", "DeleteKey", "DeleteAllKey", "EnableKey", "DisableKey")]
     rows += [
-        ActionInfo(n, fam.KEY) for n in ("ListKey", "DeleteKey", "DeleteAllKey", "EnableKey", "DisableKey")
-    ]
-    rows += [
-        ActionInfo(n, fam.ATTESTATION)
-        for n in ("GenerateQuote", "VerifyQuote", "UploadQuotePolicy", "GetQuotePolicy")
+        ActionInfo(n, fam.ATTESTATION) for n in ("GenerateQuote", "VerifyQuote", "UploadQuotePolicy", "GetQuotePolicy")
     ]
     rows += [
         ActionInfo(n, fam.SECRET)

@@ -104,7 +104,7 @@ class Rule:
     values: frozenset[str] = frozenset()  # CONST: the accepted wire names
 
     def error(self, value: Any) -> str | None:
-        """The message this rule answers for ``value`` (None for a missing field), or None when it passes."""
+        """The message this rule answers for ``value`` (``None`` when the field is absent); None when it passes."""
         key = self.key
         if _is_missing(value):
             return f"Missing required parameters, The {key} cannot be empty." if self.required else None
@@ -246,7 +246,7 @@ _RULES: dict[str, tuple[Rule, ...]] = {
 RULES: Mapping[str, tuple[Rule, ...]] = MappingProxyType(_RULES)
 """Per action, its payload rules in the order they are checked. Actions absent here have no payload rules."""
 
-# canonical field -> the spellings some existing clients send instead, in order of preference.
+# action -> (canonical field, the spellings some existing clients send instead, in order of preference).
 _ALIASES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     # The docs call it `olddatakey`; the official Python SDK sends `old_data_key`.
     "ExportDataKey": (("olddatakey_base", ("olddatakey", "old_data_key")),),

@@ -19,8 +19,9 @@ it), so :class:`SignedFields` carries it as ``None``; payload validation then tr
 Body parsing mirrors ``express.json()`` (body-parser, strict mode), with these choices of ours:
 
 * bodies over :data:`MAX_BODY_BYTES` (100 KiB, express's default ``"100kb"``) are refused with
-  ``{"code":400,"message":"request entity too large","result":{}}`` (express answers HTTP 413 with its own
-  page, which no client can parse; we keep HTTP 200 and the envelope like every other error);
+  :class:`errors.BodyTooLarge`, ``{"code":400,"message":"request entity too large","result":{}}`` (express
+  answers HTTP 413 with its own page, which no client can parse; we keep HTTP 200 and the envelope like every
+  other error);
 * an empty body is ``{}`` (then "Missing required parameters"), a UTF-8 byte order mark is skipped, and a
   top-level value that is not an object or an array is "Invalid JSON" (strict mode);
 * invalid UTF-8 is "Invalid JSON" (Node would have replaced the bad bytes with U+FFFD and carried on), and so
@@ -47,7 +48,6 @@ from ehsm_kms.wire.payload import utf16_len
 
 MAX_BODY_BYTES = 100 * 1024
 MAX_DEPTH = 32
-BODY_TOO_LARGE = "request entity too large"
 
 _BOM = b"\xef\xbb\xbf"
 _JSON_WS = b" \t\n\r"
@@ -58,7 +58,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 def parse_json(body: bytes) -> Any:
     """The parsed body: a dict or a list (strict mode), ``{}`` for an empty body."""
     if len(body) > MAX_BODY_BYTES:
-        raise errors.BadRequest(BODY_TOO_LARGE)
+        raise errors.BodyTooLarge()
     if body.startswith(_BOM):
         body = body[len(_BOM) :]
     if not body:
