@@ -15,6 +15,7 @@ from ehsm_kms.core.coreconfig import CoreConfig
 from ehsm_kms.core.protocol import AppCredential, Call, KeyRef
 from ehsm_kms.core.proxy import IsolatedCore, LocalCore
 from tests.signing import signed
+from tests.softhsm import SoftHsm, Token
 
 
 def config(tmp_path: Path, secret: bytes = b"correct horse battery staple") -> CoreConfig:
@@ -154,5 +155,41 @@ def test_in_process_core_has_the_same_interface(tmp_path: Path) -> None:
                 await core.call(_encrypt_call(cred, "w" * 32, ref, b"x"))
         finally:
             await core.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.softhsm
+def test_dk_sealed_in_softhsm_survives_a_restart_of_the_isolated_core(
+    tmp_path: Path, hsm_token: tuple[SoftHsm, Token]
+) -> None:
+    hsm, token = hsm_token
+
+    def cfg(pin: str) -> CoreConfig:
+        return CoreConfig(
+            sealer="pkcs11", sealed_path=str(tmp_path / "dk.sealed"), pkcs11_module=hsm.module,
+            pkcs11_token=token.label, secret=pin.encode(),
+        )  # fmt: skip
+
+    async def run() -> None:
+        first = IsolatedCore(cfg(token.pin), restart=False)
+        await first.start()
+        cred, apikey, ref = await _enroll_and_key(first)
+        ct = (await first.call(_encrypt_call(cred, apikey, ref, b"sealed in the token")))["ciphertext"]
+        await first.close()
+
+        wrong = IsolatedCore(cfg("0000"), restart=False)
+        with pytest.raises(errors.CoreStartError, match="wrong PIN"):
+            await wrong.start()
+
+        second = IsolatedCore(cfg(token.pin), restart=False)
+        await second.start()
+        try:
+            payload = {"keyid": ref.keyid, "ciphertext": ct}
+            call = Call(op="decrypt", auth=signed(cred.appid, apikey, payload), app=cred, keys=[ref])
+            out = await second.call(call)
+            assert base64.b64decode(out["plaintext"]) == b"sealed in the token"
+        finally:
+            await second.close()
 
     asyncio.run(run())

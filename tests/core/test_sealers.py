@@ -263,20 +263,6 @@ def test_a_passphrase_given_as_its_own_source_is_not_repeated() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- PKCS#11
-@pytest.fixture(scope="session")
-def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
-    hsm = SoftHsm(tmp_path_factory.mktemp("softhsm"))
-    hsm.activate()
-    yield hsm
-    hsm.close()
-
-
-@pytest.fixture
-def hsm_token(softhsm: SoftHsm) -> tuple[SoftHsm, Token]:
-    """A fresh token of its own for each test, in the session's shared SoftHSM2 directory."""
-    return softhsm, softhsm.init_token()
-
-
 def _wrapping_keys(hsm: SoftHsm, token: Token) -> list[dict[Attribute, Any]]:
     tok = pkcs11.lib(hsm.module).get_token(token_label=token.label)
     with tok.open(user_pin=token.pin) as session:

@@ -43,9 +43,7 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         path = rest[1:] if rest.startswith("/") else ""
         if not path or path == ":memory:" or "?" in path:
-            raise errors.ConfigError(
-                "a SQLite store URL is sqlite:///relative/path.db or sqlite:////absolute/path.db"
-            )
+            raise errors.ConfigError("a SQLite store URL is sqlite:///relative/path.db or sqlite:////absolute/path.db")
         return SqliteStore(path)
     if scheme in ("postgresql", "postgres"):
         parts = urlsplit(url)

@@ -73,9 +73,7 @@ class Store(Protocol):
     async def list_keys(self, appid: str) -> list[KeyRecord]:
         """Every key of the app (no limit), oldest first."""
 
-    async def set_key_state(
-        self, appid: str, keyid: str, state: int, *, replay: ReplayEntry | None = None
-    ) -> bool:
+    async def set_key_state(self, appid: str, keyid: str, state: int, *, replay: ReplayEntry | None = None) -> bool:
         """False when the app has no such key (idempotent otherwise)."""
 
     async def delete_key(self, appid: str, keyid: str, *, replay: ReplayEntry | None = None) -> bool:
@@ -202,9 +200,7 @@ class Queries:
         "k.alias, k.description, k.primary_version, v.blob, v.created_ms FROM keys k "
         "JOIN key_versions v ON v.keyid = k.keyid AND v.version = k.primary_version WHERE k.keyid = ?"
     )
-    get_version: str = (
-        "SELECT keyid, version, blob, created_ms FROM key_versions WHERE keyid = ? AND version = ?"
-    )
+    get_version: str = "SELECT keyid, version, blob, created_ms FROM key_versions WHERE keyid = ? AND version = ?"
     list_keys: str = (
         "SELECT keyid, appid, keyspec, usage, origin, state, creation_ms, expire_ms, alias, description, "
         "primary_version FROM keys WHERE appid = ? ORDER BY creation_ms, keyid"
@@ -287,3 +283,18 @@ def check_new_key(key: KeyRecord, version: KeyVersionRecord) -> None:
 def token_matches(rec: ImportRecord, token_id: str, now_ms: int) -> bool:
     """Constant-time token comparison (DESIGN invariant 7), then expiry."""
     return hmac.compare_digest(rec.token_id.encode(), token_id.encode()) and now_ms < rec.expires_ms
+
+
+def first_occurrences(entries: Sequence[ReplayEntry]) -> list[int]:
+    """Indexes of the entries whose (appid, digest) did not come earlier in the sequence.
+
+    A batch of replay records sends each key once; a later duplicate in the same batch is a replay.
+    """
+    seen: set[tuple[str, bytes]] = set()
+    firsts = []
+    for index, entry in enumerate(entries):
+        key = (entry.appid, entry.digest)
+        if key not in seen:
+            seen.add(key)
+            firsts.append(index)
+    return firsts

@@ -186,9 +186,7 @@ class PostgresStore:
             # Serializes concurrent migrations (two nodes starting at once); released at commit.
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
             if self.schema is not None:
-                await conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
+                await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
             await conn.execute(Q.create_schema_version)
             cur = await conn.execute(Q.schema_version)
             row = await cur.fetchone()
@@ -214,9 +212,7 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- replay
     async def _replay_accepted(self, conn: Conn, entry: ReplayEntry, now_ms: int) -> bool:
-        cur = await conn.execute(
-            Q.record_replay, (entry.appid, entry.digest, entry.expires_ms, now_ms), prepare=True
-        )
+        cur = await conn.execute(Q.record_replay, (entry.appid, entry.digest, entry.expires_ms, now_ms), prepare=True)
         accepted = cur.rowcount == 1
         if self._purge.claim():
             purged = await conn.execute(_REPLAY_PURGE, (now_ms, self._purge.batch), prepare=True)
@@ -274,9 +270,7 @@ class PostgresStore:
         return await self._write(op, replay, single=True)
 
     # ---------------------------------------------------------------- keys
-    async def create_key(
-        self, key: KeyRecord, version: KeyVersionRecord, *, replay: ReplayEntry | None = None
-    ) -> None:
+    async def create_key(self, key: KeyRecord, version: KeyVersionRecord, *, replay: ReplayEntry | None = None) -> None:
         check_new_key(key, version)
 
         async def op(conn: Conn) -> None:
@@ -308,9 +302,7 @@ class PostgresStore:
 
         return await self._read(op)
 
-    async def set_key_state(
-        self, appid: str, keyid: str, state: int, *, replay: ReplayEntry | None = None
-    ) -> bool:
+    async def set_key_state(self, appid: str, keyid: str, state: int, *, replay: ReplayEntry | None = None) -> bool:
         async def op(conn: Conn) -> bool:
             cur = await conn.execute(Q.set_key_state, (state, keyid, appid), prepare=True)
             return cur.rowcount == 1

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -30,6 +32,7 @@ from ehsm_kms.storage.base import (
     RecordExists,
     ReplayDetected,
     check_new_key,
+    first_occurrences,
     import_row,
     key_row,
     key_with_primary,
@@ -48,19 +51,31 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 Outcome = tuple["_Job", Any, BaseException | None]
 
+_RECORD_MANY_CHUNK: Final = 500  # rows per statement: 3 parameters each, far below SQLite's limit
 _REPLAY_PURGE: Final = (
-    "DELETE FROM replay WHERE (appid, digest) IN "
-    "(SELECT appid, digest FROM replay WHERE expires_ms <= ? LIMIT ?)"
+    "DELETE FROM replay WHERE (appid, digest) IN (SELECT appid, digest FROM replay WHERE expires_ms <= ? LIMIT ?)"
 )
 
 
 class _Job:
-    __slots__ = ("future", "loop", "op")
+    """One caller's operation. ``op`` runs in its own savepoint; a job without ``op`` is a record_request,
+    and all of those in a batch go to the database as one statement per distinct ``now_ms``."""
 
-    def __init__(self, op: Op, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.op = op
+    __slots__ = ("future", "loop", "now_ms", "op", "replay")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+        op: Op | None,
+        replay: ReplayEntry | None = None,
+        now_ms: int = 0,
+    ) -> None:
         self.future = future
         self.loop = loop
+        self.op = op
+        self.replay = replay
+        self.now_ms = now_ms
 
 
 def _resolve(outcomes: list[Outcome]) -> None:
@@ -81,6 +96,34 @@ def _deliver(outcomes: list[Outcome]) -> None:
     for loop, items in by_loop.items():
         with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
             loop.call_soon_threadsafe(_resolve, items)
+
+
+def _run_one(op: Op, conn: sqlite3.Connection) -> list[Any]:
+    return [op(conn)]
+
+
+@functools.cache
+def _record_many_sql(rows: int) -> str:
+    values = ", ".join(["(?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO replay (appid, digest, expires_ms) VALUES {values} "  # noqa: S608 (placeholders only)
+        "ON CONFLICT (appid, digest) DO UPDATE SET expires_ms = excluded.expires_ms "
+        "WHERE replay.expires_ms <= ? RETURNING appid, digest"
+    )
+
+
+def _record_many(entries: list[ReplayEntry], now_ms: int, conn: sqlite3.Connection) -> list[bool]:
+    """Record the entries with one statement per chunk; True for each one accepted."""
+    firsts = first_occurrences(entries)
+    accepted: set[tuple[str, bytes]] = set()
+    for start in range(0, len(firsts), _RECORD_MANY_CHUNK):
+        chunk = [entries[i] for i in firsts[start : start + _RECORD_MANY_CHUNK]]
+        params = [value for e in chunk for value in (e.appid, e.digest, e.expires_ms)]
+        accepted.update(conn.execute(_record_many_sql(len(chunk)), (*params, now_ms)).fetchall())
+    results = [False] * len(entries)
+    for i in firsts:
+        results[i] = (entries[i].appid, entries[i].digest) in accepted
+    return results
 
 
 def _join_all(threads: list[threading.Thread]) -> None:
@@ -165,7 +208,9 @@ class SqliteStore:
         for thread in self._threads:
             thread.start()
 
-    def _submit(self, target: queue.SimpleQueue[_Job | None], op: Op) -> asyncio.Future[Any]:
+    def _submit(
+        self, target: queue.SimpleQueue[_Job | None], op: Op | None, replay: ReplayEntry | None = None, now: int = 0
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
@@ -173,7 +218,7 @@ class SqliteStore:
                 raise unavailable(f"SQLite database {self.path}", RuntimeError("the store is closed"))
             if not self._threads:
                 self._start()
-            target.put(_Job(op, future, loop))
+            target.put(_Job(future, loop, op, replay, now))
         return future
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -198,6 +243,7 @@ class SqliteStore:
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {mode})")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {int(os.environ.get('WALCP', 1000))}")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA cache_size = -{int(self._cache_kib)}")
@@ -262,53 +308,84 @@ class SqliteStore:
         if conn is not None:
             conn.close()
 
+    def _units(self, batch: list[_Job]) -> list[tuple[list[_Job], Callable[[sqlite3.Connection], list[Any]]]]:
+        """The batch as units that each run in one savepoint: one per operation, one per group of records."""
+        units: list[tuple[list[_Job], Callable[[sqlite3.Connection], list[Any]]]] = []
+        records: dict[int, list[_Job]] = {}
+        for job in batch:
+            if job.op is None:
+                records.setdefault(job.now_ms, []).append(job)
+            else:
+                units.append(([job], partial(_run_one, job.op)))
+        for now_ms, jobs in records.items():
+            units.append((jobs, partial(_record_many, [job.replay for job in jobs if job.replay], now_ms)))
+        return units
+
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job], outcomes: list[Outcome]) -> bool:
         """Run the batch in as few transactions as possible (normally one), appending to ``outcomes`` what is
         settled (committed, or failed); False when the connection looks bad."""
+        units = self._units(batch)
         healthy = True
         i = 0
-        while i < len(batch):
+        while i < len(units):
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 err = unavailable(f"cannot begin a write on SQLite database {self.path}", exc)
-                outcomes += [(job, None, err) for job in batch[i:]]
+                outcomes += [(job, None, err) for jobs, _ in units[i:] for job in jobs]
                 return False
             done: list[tuple[_Job, Any]] = []
-            while i < len(batch):
-                job = batch[i]
+            while i < len(units):
+                jobs, run = units[i]
                 i += 1
                 conn.execute("SAVEPOINT op")
                 try:
-                    result = job.op(conn)
+                    results = run(conn)
                 except Exception as exc:
-                    outcomes.append((job, None, self._translate(exc)))
+                    failure = self._translate(exc)
+                    outcomes += [(job, None, failure) for job in jobs]
                     if conn.in_transaction:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
                         continue
-                    # SQLite rolled the whole transaction back (I/O error, disk full): earlier ops are lost.
+                    # SQLite rolled the whole transaction back (I/O error, disk full): earlier units are lost.
                     lost = unavailable(f"a write to SQLite database {self.path} was rolled back", exc)
-                    outcomes += [(j, None, lost) for j, _ in done]
+                    outcomes += [(job, None, lost) for job, _ in done]
                     done = []
                     healthy = False
                     break
                 conn.execute("RELEASE op")
-                done.append((job, result))
+                done += zip(jobs, results, strict=True)
             if not conn.in_transaction:
                 continue
+            self._maybe_purge(conn)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 err = unavailable(f"cannot commit to SQLite database {self.path}", exc)
-                outcomes += [(j, None, err) for j, _ in done]
+                outcomes += [(job, None, err) for job, _ in done]
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 healthy = False
             else:
-                outcomes += [(j, result, None) for j, result in done]
+                outcomes += [(job, result, None) for job, result in done]
         return healthy
+
+    def _maybe_purge(self, conn: sqlite3.Connection) -> None:
+        """Delete a bounded batch of expired replay rows, in the batch's transaction, when one is due."""
+        if not self._purge.claim():
+            return
+        conn.execute("SAVEPOINT purge")
+        try:
+            deleted = conn.execute(_REPLAY_PURGE, (self._clock(), self._purge.batch)).rowcount
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO purge")
+                conn.execute("RELEASE purge")
+            return
+        conn.execute("RELEASE purge")
+        self._purge.done(deleted)
 
     def _reader_main(self) -> None:
         self._writer_opened.wait(timeout=self._busy_timeout_ms / 1000 + 5)
@@ -324,6 +401,7 @@ class SqliteStore:
                 try:
                     if conn is None:
                         conn = self._connect(writer=False)
+                    assert job.op is not None  # reads always carry their operation
                     outcomes.append((job, job.op(conn), None))
                 except Exception as exc:
                     outcomes.append((job, None, self._translate(exc)))
@@ -393,30 +471,21 @@ class SqliteStore:
         return {"writer": await self._write(read), "reader": await self._read(read)}
 
     # ---------------------------------------------------------------- replay
-    def _replay_accepted(self, conn: sqlite3.Connection, entry: ReplayEntry, now_ms: int) -> bool:
-        accepted = (
-            conn.execute(Q.record_replay, (entry.appid, entry.digest, entry.expires_ms, now_ms)).rowcount == 1
-        )
-        if self._purge.claim():
-            deleted = conn.execute(_REPLAY_PURGE, (now_ms, self._purge.batch)).rowcount
-            self._purge.done(deleted)
-        return accepted
-
     def _guarded(self, replay: ReplayEntry | None, op: Callable[[sqlite3.Connection], T]) -> Op:
         """``op`` preceded by the replay record, in the same savepoint: a replay raises and writes nothing."""
         if replay is None:
             return op
-        now_ms = self._clock()
+        params = (replay.appid, replay.digest, replay.expires_ms, self._clock())
 
         def guarded(conn: sqlite3.Connection) -> T:
-            if not self._replay_accepted(conn, replay, now_ms):
+            if conn.execute(Q.record_replay, params).rowcount != 1:
                 raise ReplayDetected()
             return op(conn)
 
         return guarded
 
     async def record_request(self, entry: ReplayEntry, now_ms: int) -> bool:
-        accepted: bool = await self._write(lambda conn: self._replay_accepted(conn, entry, now_ms))
+        accepted: bool = await self._submit(self._writes, None, entry, now_ms)
         return accepted
 
     # ---------------------------------------------------------------- apps
@@ -463,9 +532,7 @@ class SqliteStore:
         return updated
 
     # ---------------------------------------------------------------- keys
-    async def create_key(
-        self, key: KeyRecord, version: KeyVersionRecord, *, replay: ReplayEntry | None = None
-    ) -> None:
+    async def create_key(self, key: KeyRecord, version: KeyVersionRecord, *, replay: ReplayEntry | None = None) -> None:
         check_new_key(key, version)
 
         def op(conn: sqlite3.Connection) -> None:
@@ -495,9 +562,7 @@ class SqliteStore:
 
         return await self._read(op)
 
-    async def set_key_state(
-        self, appid: str, keyid: str, state: int, *, replay: ReplayEntry | None = None
-    ) -> bool:
+    async def set_key_state(self, appid: str, keyid: str, state: int, *, replay: ReplayEntry | None = None) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
             return bool(conn.execute(Q.set_key_state, (state, keyid, appid)).rowcount == 1)
 
