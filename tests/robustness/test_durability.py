@@ -1,0 +1,232 @@
+"""DESIGN invariant 4, acknowledged means durable: kill -9 of a node under load loses nothing it acknowledged.
+
+Client threads create keys and encrypt under each; a (keyid, ciphertext, plaintext) is recorded only after the
+server answered code 200. The server is killed with SIGKILL while requests are in flight, then restarted on the
+same data directory and store: every acknowledged key is listed and decrypts what it encrypted.
+
+The isolated core is a child of the server process; it must not outlive its parent (no orphan holding the domain
+key), so the test finds it under ``/proc`` before the kill and waits, bounded, for it to go away.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live import KmsClient, LiveServer, b64
+from tests.robustness.conftest import report
+
+WORKERS = 6
+LOOP_BOUND_S = 10.0  # a worker stops by itself after this, whatever happens
+MAX_ITERATIONS = 5000
+ORPHAN_WAIT_S = 10.0
+SPECS = ("EH_AES_GCM_256", "EH_AES_GCM_128", "EH_SM4_CTR", "EH_SM4_CBC")
+
+
+@dataclass
+class Acked:
+    keyid: str
+    ciphertext: str | None = None
+    plaintext: str | None = None
+
+
+@dataclass
+class Failure:
+    started: float
+    ended: float
+    kind: str
+    connected: bool  # False: the connection was refused (the server was already gone)
+
+
+@dataclass
+class Worker:
+    acked: list[Acked] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    refusals: list[dict[str, object]] = field(default_factory=list)  # non-200 answers (must not happen)
+    requests: int = 0
+    error: BaseException | None = None
+
+
+def _loop(url: str, appid: str, apikey: str, worker: Worker, seed: int) -> None:
+    """Create a key, encrypt under it, repeat; stop on the first transport error, or at the bound."""
+    rng = random.Random(seed)
+    client = KmsClient(url, appid, apikey)
+    deadline = time.monotonic() + LOOP_BOUND_S
+    try:
+        for i in range(MAX_ITERATIONS):
+            if time.monotonic() > deadline:
+                return
+            spec = SPECS[i % len(SPECS)]
+            create = {"keyspec": spec, "origin": "EH_INTERNAL_KEY", "keyusage": "EH_KEYUSAGE_ENCRYPT_DECRYPT"}
+            out = _send(client, worker, "CreateKey", create)
+            if out is None:
+                return
+            if out["code"] != 200:
+                worker.refusals.append(out)
+                continue
+            ack = Acked(out["result"]["keyid"])
+            worker.acked.append(ack)
+            plaintext = b64(rng.randbytes(rng.randint(1, 64)))
+            out = _send(client, worker, "Encrypt", {"keyid": ack.keyid, "plaintext": plaintext})
+            if out is None:
+                return
+            if out["code"] != 200:
+                worker.refusals.append(out)
+                continue
+            ack.ciphertext, ack.plaintext = out["result"]["ciphertext"], plaintext
+    except BaseException as exc:  # reported by the test, never lost in the thread
+        worker.error = exc
+    finally:
+        client.close()
+
+
+def _send(client: KmsClient, worker: Worker, action: str, payload: dict[str, object]) -> dict[str, object] | None:
+    started = time.monotonic()
+    worker.requests += 1
+    try:
+        return client.call(action, payload)
+    except httpx.TransportError as exc:
+        worker.failures.append(
+            Failure(started, time.monotonic(), type(exc).__name__, not isinstance(exc, httpx.ConnectError))
+        )
+        return None
+
+
+def _core_pid(server_pid: int) -> int:
+    """The isolated core: the server's child process running ``ehsm_kms.core.child``."""
+    found = []
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            if b"ehsm_kms.core.child" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+    assert len(found) == 1, f"expected one core child of {server_pid}, found {found}"
+    return found[0]
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time), to tell the process from a later one with the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _alive(pid: int, start_time: str) -> bool:
+    """Running (a zombie waiting for a reaper has exited: it holds no memory and no key)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] == start_time and fields[0] not in ("Z", "X")
+
+
+def _durability(
+    start: Callable[..., LiveServer], data_dir: Path, store_url: str, label: str
+) -> None:
+    server = start(data_dir, store_url)
+    admin = KmsClient(server.url)
+    try:
+        assert admin.enroll()["code"] == 200
+        appid, apikey = admin.appid, admin.apikey
+    finally:
+        admin.close()
+    assert server.proc is not None
+    core = _core_pid(server.proc.pid)
+    core_started = _start_time(core)
+    assert core_started is not None
+
+    workers = [Worker() for _ in range(WORKERS)]
+    threads = [
+        threading.Thread(target=_loop, args=(server.url, appid, apikey, w, i), name=f"durability-{i}", daemon=True)
+        for i, w in enumerate(workers)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(random.uniform(0.5, 1.5))
+    acked_before_kill = sum(len(w.acked) for w in workers)
+    killed_at = time.monotonic()
+    server.kill()
+    killed_done = time.monotonic()
+    for t in threads:
+        t.join(LOOP_BOUND_S + 30)
+    assert not any(t.is_alive() for t in threads), "the client loop did not stop by itself"
+
+    # The core does not outlive its parent.
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while _alive(core, core_started) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    core_gone_s = time.monotonic() - killed_done
+    assert not _alive(core, core_started), f"core {core} still runs {ORPHAN_WAIT_S} s after its parent was killed"
+
+    for w in workers:
+        assert w.error is None, repr(w.error)
+        assert w.refusals == [], w.refusals[:3]
+        # Every worker ended on a transport error: the loop was still running when the server went.
+        assert w.failures, "a worker ended before the kill"
+    failures = [f for w in workers for f in w.failures]
+    in_flight = [f for f in failures if f.started < killed_at and f.connected]
+    assert in_flight, f"no request was in flight at the kill: {failures}"
+    acked = [a for w in workers for a in w.acked]
+    encrypted = [a for a in acked if a.ciphertext is not None]
+    assert len(encrypted) >= 20, f"too little load before the kill ({len(encrypted)} encryptions)"
+
+    # Restart on the same data directory and store: nothing acknowledged is lost.
+    restarted = start(data_dir, store_url)
+    client = KmsClient(restarted.url, appid, apikey)
+    try:
+        listed = {k["keyid"] for k in client.ok("ListKey")["list"]}
+        missing = [a.keyid for a in acked if a.keyid not in listed]
+        assert missing == [], f"{len(missing)} acknowledged keys lost, e.g. {missing[:3]}"
+        for a in encrypted:
+            out = client.call("Decrypt", {"keyid": a.keyid, "ciphertext": a.ciphertext})
+            assert out["code"] == 200, (a.keyid, out)
+            assert out["result"]["plaintext"] == a.plaintext
+    finally:
+        client.close()
+    report(
+        f"durability[{label}]: {sum(w.requests for w in workers)} requests, {len(acked)} keys acknowledged "
+        f"({acked_before_kill} when the kill was sent), {len(encrypted)} encryptions acknowledged, "
+        f"{len(in_flight)} requests in flight at the kill, {len(listed)} keys listed after restart, "
+        f"core gone {core_gone_s * 1000:.0f} ms after its parent"
+    )
+
+
+def test_kill9_sqlite_loses_nothing_acknowledged(servers: Callable[..., LiveServer], tmp_path: Path) -> None:
+    data_dir = tmp_path / "node"
+    _durability(servers, data_dir, f"sqlite:///{data_dir / 'ehsm-kms.db'}", "sqlite")
+
+
+@pytest.mark.postgres
+def test_kill9_postgres_loses_nothing_acknowledged(
+    servers: Callable[..., LiveServer], tmp_path: Path, pg_store_url: str
+) -> None:
+    _durability(servers, tmp_path / "node", pg_store_url, "postgres")
+
+
+def test_no_orphan_core_after_sigterm_either(servers: Callable[..., LiveServer], tmp_path: Path) -> None:
+    """A clean stop takes the core with it too (the orderly path of the same property)."""
+    data_dir = tmp_path / "node"
+    server = servers(data_dir, f"sqlite:///{data_dir / 'ehsm-kms.db'}")
+    assert server.proc is not None
+    core = _core_pid(server.proc.pid)
+    started = _start_time(core)
+    assert started is not None
+    # uvicorn re-raises the SIGTERM it handled once the graceful shutdown is over.
+    assert server.stop() in (0, -signal.SIGTERM)
+    assert "Application shutdown complete." in server.log()
+    deadline = time.monotonic() + ORPHAN_WAIT_S
+    while _alive(core, started) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(core, started)
+    assert os.path.exists(data_dir / "domain-key.sealed")
