@@ -1,27 +1,24 @@
 """Fixtures of the robustness suite: live servers that are always stopped, and a PostgreSQL schema per session.
 
 PostgreSQL: every test session gets a schema of its own (``ehsm_rb_<random hex>``) in the machine's database,
-dropped when the session ends. When the server cannot be reached the PostgreSQL tests are skipped on a developer
-machine and fail on CI (``CI=true``), where a missing database means a broken pipeline, not an optional test.
+dropped when the session ends. Reaching the server is tests/pg.py's ``pg_run``: when it cannot be reached the
+PostgreSQL tests are skipped on a developer machine and fail on CI (``CI=true``), where a missing database means
+a broken pipeline, not an optional test.
 
 Each test appends the figures it measured to :data:`REPORT`; they are printed at the end of the run.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from tests.live import LiveServer
-
-PG_DSN = os.environ.get("EHSM_KMS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.pg import PG_DSN, PgRun, pg_run  # noqa: F401
 
 REPORT: list[str] = []
 
@@ -39,40 +36,28 @@ def report(line: str) -> None:
     print(line)
 
 
-def _pg_unreachable(reason: str) -> NoReturn:
-    message = f"PostgreSQL at {PG_DSN} is not reachable: {reason}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
-def pg_schema() -> Iterator[str]:
-    """A schema of this session's own; the stores create their tables in it, and it is dropped at the end."""
-    try:
-        admin = psycopg.connect(PG_DSN, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError as exc:
-        _pg_unreachable((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+def rb_schema(pg_run: PgRun) -> Iterator[str]:  # noqa: F811 (the fixture imported above)
+    """This session's schema; the stores create it and their tables (``migrate()``), and it is dropped at the end.
+
+    ``pg_run`` (tests/pg.py) skips when PostgreSQL cannot be reached, and fails instead under ``CI=true``.
+    """
     name = f"ehsm_rb_{secrets.token_hex(6)}"
     try:
-        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
         yield name
     finally:
-        try:
-            admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-        finally:
-            admin.close()
+        pg_run.drop_schema(name)
 
 
 @pytest.fixture(scope="session")
-def pg_store_url(pg_schema: str) -> str:
-    return f"{PG_DSN}?schema={pg_schema}"
+def rb_store_url(rb_schema: str) -> str:
+    return f"{PG_DSN}?schema={rb_schema}"
 
 
 @pytest.fixture
-def pg_conn(pg_schema: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+def pg_conn(rb_schema: str, rb_store_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A direct connection to the session schema, to look at what the servers wrote."""
-    conn = psycopg.connect(PG_DSN, connect_timeout=3, autocommit=True, options=f"-c search_path={pg_schema}")
+    conn = psycopg.connect(PG_DSN, connect_timeout=3, autocommit=True, options=f"-c search_path={rb_schema}")
     try:
         yield conn
     finally:

@@ -1,8 +1,9 @@
 """DESIGN invariant 4, acknowledged means durable: kill -9 of a node under load loses nothing it acknowledged.
 
 Client threads create keys and encrypt under each; a (keyid, ciphertext, plaintext) is recorded only after the
-server answered code 200. The server is killed with SIGKILL while requests are in flight, then restarted on the
-same data directory and store: every acknowledged key is listed and decrypts what it encrypted.
+server answered code 200. The server is killed with SIGKILL while requests are in flight (one slow request is
+sent just before, so that at least one certainly is), then restarted on the same data directory and store: every
+acknowledged key is listed and decrypts what it encrypted.
 
 The isolated core is a child of the server process; it must not outlive its parent (no orphan holding the domain
 key), so the test finds it under ``/proc`` before the kill and waits, bounded, for it to go away.
@@ -26,8 +27,10 @@ from tests.live import KmsClient, LiveServer, b64
 from tests.robustness.conftest import report
 
 WORKERS = 6
-LOOP_BOUND_S = 10.0  # a worker stops by itself after this, whatever happens
+LOOP_BOUND_S = 30.0  # a worker stops by itself after this, whatever happens (normally: at the kill)
 MAX_ITERATIONS = 5000
+MIN_ACKED = 20
+IN_FLIGHT_MARGIN_S = 0.005
 ORPHAN_WAIT_S = 10.0
 SPECS = ("EH_AES_GCM_256", "EH_AES_GCM_128", "EH_SM4_CTR", "EH_SM4_CBC")
 
@@ -35,8 +38,13 @@ SPECS = ("EH_AES_GCM_256", "EH_AES_GCM_128", "EH_SM4_CTR", "EH_SM4_CBC")
 @dataclass
 class Acked:
     keyid: str
+    asymmetric: bool = False
     ciphertext: str | None = None
     plaintext: str | None = None
+
+    @property
+    def decrypt(self) -> str:
+        return "AsymmetricDecrypt" if self.asymmetric else "Decrypt"
 
 
 @dataclass
@@ -54,10 +62,17 @@ class Worker:
     refusals: list[dict[str, object]] = field(default_factory=list)  # non-200 answers (must not happen)
     requests: int = 0
     error: BaseException | None = None
+    arm: threading.Event = field(default_factory=threading.Event)
+    sent: threading.Event = field(default_factory=threading.Event)
 
 
 def _loop(url: str, appid: str, apikey: str, worker: Worker, seed: int) -> None:
-    """Create a key, encrypt under it, repeat; stop on the first transport error, or at the bound."""
+    """Create a key, encrypt under it, repeat; stop on the first transport error, or at the bound.
+
+    Once ``worker.arm`` is set, the worker sends one slow request (CreateKey RSA-3072: the core spends a
+    good fraction of a second on it) and says so in ``worker.sent``; the kill follows while it runs, so at
+    least one request is certainly inside the server. The other workers are wherever they happen to be.
+    """
     rng = random.Random(seed)
     client = KmsClient(url, appid, apikey)
     deadline = time.monotonic() + LOOP_BOUND_S
@@ -65,18 +80,24 @@ def _loop(url: str, appid: str, apikey: str, worker: Worker, seed: int) -> None:
         for i in range(MAX_ITERATIONS):
             if time.monotonic() > deadline:
                 return
-            spec = SPECS[i % len(SPECS)]
+            asymmetric = worker.arm.is_set() and not worker.sent.is_set()
+            spec = "EH_RSA_3072" if asymmetric else SPECS[i % len(SPECS)]
             create = {"keyspec": spec, "origin": "EH_INTERNAL_KEY", "keyusage": "EH_KEYUSAGE_ENCRYPT_DECRYPT"}
+            if asymmetric:
+                worker.sent.set()
             out = _send(client, worker, "CreateKey", create)
             if out is None:
                 return
             if out["code"] != 200:
                 worker.refusals.append(out)
                 continue
-            ack = Acked(out["result"]["keyid"])
+            ack = Acked(out["result"]["keyid"], asymmetric)
             worker.acked.append(ack)
             plaintext = b64(rng.randbytes(rng.randint(1, 64)))
-            out = _send(client, worker, "Encrypt", {"keyid": ack.keyid, "plaintext": plaintext})
+            encrypt: dict[str, object] = {"keyid": ack.keyid, "plaintext": plaintext}
+            if asymmetric:
+                encrypt["padding_mode"] = "EH_RSA_PKCS1_OAEP"
+            out = _send(client, worker, "AsymmetricEncrypt" if asymmetric else "Encrypt", encrypt)
             if out is None:
                 return
             if out["code"] != 200:
@@ -131,9 +152,7 @@ def _alive(pid: int, start_time: str) -> bool:
     return fields[19] == start_time and fields[0] not in ("Z", "X")
 
 
-def _durability(
-    start: Callable[..., LiveServer], data_dir: Path, store_url: str, label: str
-) -> None:
+def _durability(start: Callable[..., LiveServer], data_dir: Path, store_url: str, label: str) -> None:
     server = start(data_dir, store_url)
     admin = KmsClient(server.url)
     try:
@@ -154,6 +173,12 @@ def _durability(
     for t in threads:
         t.start()
     time.sleep(random.uniform(0.5, 1.5))
+    deadline = time.monotonic() + 10
+    while sum(len(w.acked) for w in workers) < MIN_ACKED and time.monotonic() < deadline:
+        time.sleep(0.05)  # a slow machine: give the load time to build up
+    workers[0].arm.set()
+    assert workers[0].sent.wait(10), "the slow request was never sent"
+    time.sleep(0.1)  # it is in the core now: an RSA-3072 key takes longer than this to make
     acked_before_kill = sum(len(w.acked) for w in workers)
     killed_at = time.monotonic()
     server.kill()
@@ -175,11 +200,13 @@ def _durability(
         # Every worker ended on a transport error: the loop was still running when the server went.
         assert w.failures, "a worker ended before the kill"
     failures = [f for w in workers for f in w.failures]
-    in_flight = [f for f in failures if f.started < killed_at and f.connected]
+    # Sent (on an open connection) a little before the kill, and never answered.
+    in_flight = [f for f in failures if f.started < killed_at - IN_FLIGHT_MARGIN_S and f.connected]
     assert in_flight, f"no request was in flight at the kill: {failures}"
+    slow_in_flight = sum(1 for f in workers[0].failures if f in in_flight)
     acked = [a for w in workers for a in w.acked]
     encrypted = [a for a in acked if a.ciphertext is not None]
-    assert len(encrypted) >= 20, f"too little load before the kill ({len(encrypted)} encryptions)"
+    assert len(acked) >= MIN_ACKED, f"too little load before the kill ({len(acked)} keys)"
 
     # Restart on the same data directory and store: nothing acknowledged is lost.
     restarted = start(data_dir, store_url)
@@ -189,15 +216,20 @@ def _durability(
         missing = [a.keyid for a in acked if a.keyid not in listed]
         assert missing == [], f"{len(missing)} acknowledged keys lost, e.g. {missing[:3]}"
         for a in encrypted:
-            out = client.call("Decrypt", {"keyid": a.keyid, "ciphertext": a.ciphertext})
+            decrypt: dict[str, object] = {"keyid": a.keyid, "ciphertext": a.ciphertext}
+            if a.asymmetric:
+                decrypt["padding_mode"] = "EH_RSA_PKCS1_OAEP"
+            out = client.call(a.decrypt, decrypt)
             assert out["code"] == 200, (a.keyid, out)
             assert out["result"]["plaintext"] == a.plaintext
     finally:
         client.close()
     report(
         f"durability[{label}]: {sum(w.requests for w in workers)} requests, {len(acked)} keys acknowledged "
-        f"({acked_before_kill} when the kill was sent), {len(encrypted)} encryptions acknowledged, "
-        f"{len(in_flight)} requests in flight at the kill, {len(listed)} keys listed after restart, "
+        f"({acked_before_kill} when the kill was sent), "
+        f"{len(encrypted)} encryptions acknowledged, "
+        f"{len(in_flight)} requests in flight at the kill ({len(in_flight) - slow_in_flight} besides the slow one), "
+        f"{len(listed)} keys listed after restart, "
         f"core gone {core_gone_s * 1000:.0f} ms after its parent"
     )
 
@@ -209,9 +241,9 @@ def test_kill9_sqlite_loses_nothing_acknowledged(servers: Callable[..., LiveServ
 
 @pytest.mark.postgres
 def test_kill9_postgres_loses_nothing_acknowledged(
-    servers: Callable[..., LiveServer], tmp_path: Path, pg_store_url: str
+    servers: Callable[..., LiveServer], tmp_path: Path, rb_store_url: str
 ) -> None:
-    _durability(servers, tmp_path / "node", pg_store_url, "postgres")
+    _durability(servers, tmp_path / "node", rb_store_url, "postgres")
 
 
 def test_no_orphan_core_after_sigterm_either(servers: Callable[..., LiveServer], tmp_path: Path) -> None:

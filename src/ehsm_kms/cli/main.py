@@ -1,4 +1,4 @@
-"""The ``ehsm-kms`` command: server commands (``serve``, ``admin ...``).
+"""The ``ehsm-kms`` command: server commands (``serve``, ``admin ...``) and client commands (:mod:`.commands`).
 
 Exit codes come from the error classes (:mod:`ehsm_kms.errors`); secrets are prompted hidden, never echoed and never
 required on the command line.
@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ehsm_kms import __version__, config, errors
+from ehsm_kms.cli import commands as client_commands
 from ehsm_kms.cli import serve as serve_cmd
 
 
@@ -34,6 +35,7 @@ def main() -> None:
 
 
 main.add_command(serve_cmd.serve)
+client_commands.register(main)
 
 
 @main.group()
@@ -44,13 +46,9 @@ def admin() -> None:
 @admin.command("issue-enroll-token")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--data-dir", help="Data directory (default: the per-user data directory).")
-@click.option(
-    "--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory)."
-)
+@click.option("--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory).")
 @click.option("--ttl-hours", type=click.IntRange(1, 24 * 30), default=24, show_default=True)
-def issue_enroll_token(
-    config_file: str | None, data_dir: str | None, store_url: str | None, ttl_hours: int
-) -> None:
+def issue_enroll_token(config_file: str | None, data_dir: str | None, store_url: str | None, ttl_hours: int) -> None:
     """Print a one-time enrollment token (for enroll_mode=token)."""
     from ehsm_kms.service.apps import issue_enroll_token as issue
     from ehsm_kms.storage import open_store

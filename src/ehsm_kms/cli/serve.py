@@ -33,30 +33,18 @@ def _secret_for(settings: config.Settings) -> bytes | None:
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 9000).")
 @click.option("--data-dir", help="Data directory, created on first start (default: per-user data directory).")
-@click.option(
-    "--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory)."
-)
+@click.option("--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory).")
 @click.option("--core-mode", type=click.Choice(config.CORE_MODES), help="isolated (default) or inprocess.")
-@click.option(
-    "--sealer", type=click.Choice(["passphrase", "pkcs11", "file"]), help="How the domain key is sealed."
-)
-@click.option(
-    "--sealer-secret", help="Where the passphrase/PIN comes from: file:<path>, env:<VAR> or prompt."
-)
+@click.option("--sealer", type=click.Choice(["passphrase", "pkcs11", "file"]), help="How the domain key is sealed.")
+@click.option("--sealer-secret", help="Where the passphrase/PIN comes from: file:<path>, env:<VAR> or prompt.")
 @click.option("--pkcs11-module", help="PKCS#11 module path (pkcs11 sealer).")
 @click.option("--pkcs11-token", help="PKCS#11 token label (pkcs11 sealer).")
-@click.option(
-    "--allow-file-sealer", is_flag=True, default=None, help="Allow the plaintext 'file' sealer (dev only)."
-)
+@click.option("--allow-file-sealer", is_flag=True, default=None, help="Allow the plaintext 'file' sealer (dev only).")
 @click.option("--enroll-mode", type=click.Choice(config.ENROLL_MODES), help="open, token or closed.")
 @click.option("--tls-cert", help="TLS certificate (PEM).")
 @click.option("--tls-key", help="TLS private key (PEM).")
-@click.option(
-    "--tls-self-signed", is_flag=True, default=None, help="Make a self-signed certificate in the data dir."
-)
-@click.option(
-    "--allow-plain-http", is_flag=True, default=None, help="Serve plain HTTP on a non-loopback address."
-)
+@click.option("--tls-self-signed", is_flag=True, default=None, help="Make a self-signed certificate in the data dir.")
+@click.option("--allow-plain-http", is_flag=True, default=None, help="Serve plain HTTP on a non-loopback address.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(config_file: str | None, **overrides: Any) -> None:
     """Start a KMS node (single mode: the core creates and seals its own domain key)."""

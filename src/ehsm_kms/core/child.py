@@ -15,6 +15,7 @@ import ctypes.util
 import logging
 import os
 import resource
+import signal
 import socket
 import sys
 from typing import BinaryIO, cast
@@ -26,6 +27,7 @@ from ehsm_kms.core.bootstrap import open_ring
 from ehsm_kms.core.coreconfig import CoreConfig
 from ehsm_kms.core.protocol import Reply, decode_call, encode
 
+PR_SET_PDEATHSIG = 1
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 MCL_CURRENT = 1
@@ -38,6 +40,7 @@ def harden(keep_fd: int) -> dict[str, object]:
     """Apply the process protections; report what holds (a refused protection is reported, not fatal)."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # never outlive the server that started us
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.closerange(0, keep_fd)
     os.closerange(keep_fd + 1, 65536)

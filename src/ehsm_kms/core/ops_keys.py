@@ -153,7 +153,8 @@ def get_parameters_for_import(enc: Enclave, call: Call) -> dict[str, Any]:
 def import_key_material(enc: Enclave, call: Call) -> dict[str, Any]:
     payload = enc.payload(call)
     ref = enc.key_ref(call, payload)
-    token = parse_import_token(payload.get("importToken"))
+    # Both spellings existing clients send (the contract's code reads importToken, its docs say ImportToken).
+    token = parse_import_token(payload.get("importToken") or payload.get("ImportToken"))
     try:
         expected = _token_mac(
             enc, ref.appid, ref.keyid, ref.version, token["token_id"], token["expires"], token["dkv"]

@@ -16,7 +16,7 @@ def parse_import_token(token: Any) -> dict[str, Any]:
         raise errors.ImportTokenError()
     try:
         fields = json.loads(base64.b64decode(token, validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise errors.ImportTokenError() from None
     if (
         not isinstance(fields, dict)

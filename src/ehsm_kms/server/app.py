@@ -20,8 +20,8 @@ from ehsm_kms import errors
 from ehsm_kms.core.protocol import SignedRequest
 from ehsm_kms.server.metrics import Metrics
 from ehsm_kms.service import apps
-from ehsm_kms.service.node import Node
 from ehsm_kms.service.all_actions import HANDLERS
+from ehsm_kms.service.node import Node
 from ehsm_kms.wire import actions, envelope, payload, request
 
 log = logging.getLogger("ehsm_kms.server")
@@ -117,7 +117,7 @@ class KmsApp:
         appid = "-"
         try:
             if scope["path"] not in KMS_PATHS:
-                body = await self._body(receive)
+                body = await self._body(receive, scope)
                 result = await self._unknown(body)
             else:
                 info = actions.lookup(action_name)
@@ -126,7 +126,7 @@ class KmsApp:
                         raise errors.ApiNotFound()
                     result = await self._get_action(info.name, query)
                 else:
-                    body = await self._body(receive)
+                    body = await self._body(receive, scope)
                     result, appid = await self._post_action(info, scope["method"], body)
         except errors.EhsmError as exc:
             result = envelope.error(exc)
@@ -147,7 +147,9 @@ class KmsApp:
         )
         await _respond(send, envelope.dumps(result), request_id=request_id)
 
-    async def _body(self, receive: Receive) -> bytes:
+    async def _body(self, receive: Receive, scope: Scope) -> bytes:
+        """The request body, size-limited; empty unless it is ``application/json`` (express.json() parses only
+        that media type, so the original saw ``{}`` for any other: "Missing required parameters")."""
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -161,6 +163,9 @@ class KmsApp:
                 raise errors.BodyTooLarge()
             chunks.append(chunk)
             more = message.get("more_body", False)
+        content_type = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
+        if not request.is_json_content_type(content_type.decode("latin-1")):
+            return b""
         return b"".join(chunks)
 
     def _live_node(self) -> Node:
@@ -171,7 +176,8 @@ class KmsApp:
     async def _get_action(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
         if name == "GetVersion":
             return envelope.success_for(name, apps.version())
-        token = (query.get("token") or query.get("enroll_token") or [None])[0]
+        tokens = query.get("token") or query.get("enroll_token")
+        token = tokens[0] if tokens else None
         made = await apps.enroll(self._live_node(), self.enroll_mode, token)
         return envelope.success_for(name, made)
 

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from ehsm_kms import errors
-from ehsm_kms.core.protocol import SignedRequest
+from ehsm_kms.core.protocol import Call, SignedRequest
 from ehsm_kms.core.specs import LIMITS
 from ehsm_kms.core.tokens import parse_import_token
 from ehsm_kms.service.node import Node
@@ -126,6 +126,8 @@ async def import_key_material(node: Node, req: SignedRequest, payload: dict[str,
         raise errors.ImportKeyMaterialFailed() from None
     if node.clock_ms() > token["expires"]:
         raise errors.ImportTokenExpired()
+    if not token["token_id"].isascii():  # ours are hex; any other cannot match (and may not even encode)
+        raise errors.ImportTokenError()
     pending = await node.store.take_import(key.record.keyid, token["token_id"], node.clock_ms())
     if pending is None:
         raise errors.ImportTokenError()
@@ -135,7 +137,11 @@ async def import_key_material(node: Node, req: SignedRequest, payload: dict[str,
         "token_id": pending.token_id,
         "expires_ms": pending.expires_ms,
     }
-    made = await node.call("import_key_material", req, app, [key], args, record=False)
+    # Not node.call: the replay record was written by node.verify above, and node.call would write it again on
+    # a core error, turning every import failure into "Timestamp can't be repeated in 20 minutes".
+    made = await node.core.call(
+        Call(op="import_key_material", auth=req, app=node.credential(app), keys=[key.ref()], args=args)
+    )
     await node.store.update_key_version_blob(key.record.keyid, key.version.version, made["blob"])
     node.forget_key(key.record.keyid)
     return Outcome({"result": True})

@@ -96,6 +96,8 @@ class Node:
 
     # ---------------------------------------------------------------- apps
     async def app(self, appid: str) -> AppRecord:
+        if "\x00" in appid:  # names no app; PostgreSQL text cannot hold NUL ("database error" otherwise)
+            raise errors.UnknownApp()
         rec: AppRecord | None = self._apps.get(appid)
         if rec is None:
             rec = await self.store.get_app(appid)
@@ -112,7 +114,7 @@ class Node:
     # ---------------------------------------------------------------- keys
     async def key(self, app: AppRecord, keyid: Any, version: int | None = None) -> LoadedKey:
         """A key of this app, usable now; another app's key answers exactly like an unknown one."""
-        if not isinstance(keyid, str):
+        if not isinstance(keyid, str) or "\x00" in keyid:  # NUL: as in app()
             raise errors.KeyNotFound()
         loaded: LoadedKey | None = self._keys.get(keyid)
         if loaded is None:

@@ -23,6 +23,18 @@ from typing import Any, Protocol
 from ehsm_kms import errors
 from ehsm_kms.storage.records import AppRecord, ImportRecord, KeyRecord, KeyVersionRecord, ReplayEntry
 
+# The names callers use; the helpers below are shared by the backends only.
+__all__ = [
+    "AppRecord",
+    "ImportRecord",
+    "KeyRecord",
+    "KeyVersionRecord",
+    "RecordExists",
+    "ReplayDetected",
+    "ReplayEntry",
+    "Store",
+]
+
 
 class ReplayDetected(errors.ReplayError):
     """The request's replay entry is already recorded and unexpired; nothing was written."""
@@ -107,6 +119,13 @@ class Store(Protocol):
         Single use: of concurrent takers exactly one gets the record. A wrong or expired token leaves the
         pending import in place (the caller cannot tell which it was, by design).
         """
+
+    # ---------------------------------------------------------------- enrollment tokens
+    async def put_enroll_token(self, digest: bytes, expires_ms: int) -> None:
+        """Store a one-time enrollment token by its digest (the token itself is never stored)."""
+
+    async def take_enroll_token(self, digest: bytes, now_ms: int) -> bool:
+        """Use the token up: True once if it exists and is unexpired (of concurrent takers, exactly one)."""
 
 
 def wall_clock_ms() -> int:
@@ -226,6 +245,11 @@ class Queries:
         "SELECT keyid, token_id, wrapping_blob, wrapping_spec, expires_ms FROM import_tokens WHERE keyid = ?"
     )
     delete_import: str = "DELETE FROM import_tokens WHERE keyid = ?"
+    put_enroll_token: str = (
+        "INSERT INTO enroll_tokens (digest, expires_ms) VALUES (?, ?) "
+        "ON CONFLICT (digest) DO UPDATE SET expires_ms = excluded.expires_ms"
+    )
+    take_enroll_token: str = "DELETE FROM enroll_tokens WHERE digest = ? RETURNING expires_ms"
     create_schema_version: str = (
         "CREATE TABLE IF NOT EXISTS schema_version "
         "(version integer PRIMARY KEY, name text NOT NULL, applied_ms bigint NOT NULL)"

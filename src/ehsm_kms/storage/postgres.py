@@ -33,6 +33,7 @@ from ehsm_kms.storage.base import (
     RecordExists,
     ReplayDetected,
     check_new_key,
+    first_occurrences,
     import_row,
     key_row,
     key_with_primary,
@@ -56,6 +57,14 @@ _REPLAY_PURGE: Final = (
     "DELETE FROM replay WHERE (appid, digest) IN "
     "(SELECT appid, digest FROM replay WHERE expires_ms <= %s LIMIT %s FOR UPDATE SKIP LOCKED)"
 )
+# One statement records a whole batch: the rows come as three arrays (one parameter each, prepared once).
+_RECORD_MANY: Final = (
+    "INSERT INTO replay (appid, digest, expires_ms) "
+    "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bigint[]) "
+    "ON CONFLICT (appid, digest) DO UPDATE SET expires_ms = excluded.expires_ms "
+    "WHERE replay.expires_ms <= %s RETURNING appid, digest"
+)
+_FLUSH_MAX: Final = 2000
 _TAKE_IMPORT: Final = Q.get_import + " FOR UPDATE"
 _COPY_KEYS: Final = (
     "COPY keys (keyid, appid, keyspec, usage, origin, state, creation_ms, expire_ms, alias, description, "
@@ -114,8 +123,11 @@ class PostgresStore:
             name="ehsm-kms",
         )
         self._opened = False
+        self._closed = False
         self._open_lock = asyncio.Lock()
         self._check_task: asyncio.Task[None] | None = None
+        self._records: list[tuple[ReplayEntry, int, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r}, schema={self.schema!r})"
@@ -123,6 +135,8 @@ class PostgresStore:
     # ---------------------------------------------------------------- connections
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Conn]:
+        if self._closed:
+            raise unavailable(self._where, RuntimeError("the store is closed"))
         if not self._opened:
             async with self._open_lock:
                 if not self._opened:
@@ -137,7 +151,9 @@ class PostgresStore:
             err = errors.InternalError()
             err.add_note(f"constraint failed: {exc}")
             raise err from exc
-        except (psycopg.OperationalError, PoolTimeout, PoolClosed) as exc:
+        except (psycopg.Error, PoolTimeout, PoolClosed) as exc:
+            # Connection trouble, and also what makes the database unusable to us (a missing table or
+            # privilege): the caller gets "database error", the note on it says what happened.
             if isinstance(exc, psycopg.OperationalError):
                 self._connection_lost()
             raise unavailable(self._where, exc) from exc
@@ -198,6 +214,11 @@ class PostgresStore:
                 await conn.execute(Q.insert_schema_version, (mig.version, mig.name, self._clock()))
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            await self._flusher  # answers every record already queued
         if self._check_task is not None:
             self._check_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -212,16 +233,61 @@ class PostgresStore:
 
     # ---------------------------------------------------------------- replay
     async def _replay_accepted(self, conn: Conn, entry: ReplayEntry, now_ms: int) -> bool:
-        cur = await conn.execute(Q.record_replay, (entry.appid, entry.digest, entry.expires_ms, now_ms), prepare=True)
-        accepted = cur.rowcount == 1
-        if self._purge.claim():
-            purged = await conn.execute(_REPLAY_PURGE, (now_ms, self._purge.batch), prepare=True)
-            self._purge.done(purged.rowcount)
-        return accepted
+        params = (entry.appid, entry.digest, entry.expires_ms, now_ms)
+        cur = await conn.execute(Q.record_replay, params, prepare=True)
+        return cur.rowcount == 1
 
     async def record_request(self, entry: ReplayEntry, now_ms: int) -> bool:
+        """Queued and sent with the other records waiting at that moment, in one statement per flush."""
+        if self._closed:
+            raise unavailable(self._where, RuntimeError("the store is closed"))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._records.append((entry, now_ms, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_records())
+        return await future
+
+    async def _flush_records(self) -> None:
+        """Send queued records until none is left; records that arrive meanwhile wait for the next round."""
+        while self._records:
+            batch, self._records = self._records[:_FLUSH_MAX], self._records[_FLUSH_MAX:]
+            groups: dict[int, list[tuple[ReplayEntry, asyncio.Future[bool]]]] = {}
+            for entry, now_ms, future in batch:
+                groups.setdefault(now_ms, []).append((entry, future))
+            for now_ms, group in groups.items():
+                try:
+                    results = await self._record_many([entry for entry, _ in group], now_ms)
+                except Exception as exc:
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), accepted in zip(group, results, strict=True):
+                    if not future.done():
+                        future.set_result(accepted)
+            await self._maybe_purge()
+
+    async def _record_many(self, entries: list[ReplayEntry], now_ms: int) -> list[bool]:
+        firsts = first_occurrences(entries)
+        unique = [entries[i] for i in firsts]
+        params = ([e.appid for e in unique], [e.digest for e in unique], [e.expires_ms for e in unique], now_ms)
         async with self._connection() as conn:
-            return await self._replay_accepted(conn, entry, now_ms)
+            cur = await conn.execute(_RECORD_MANY, params, prepare=True)
+            accepted = set(await cur.fetchall())
+        results = [False] * len(entries)
+        for i in firsts:
+            results[i] = (entries[i].appid, entries[i].digest) in accepted
+        return results
+
+    async def _maybe_purge(self) -> None:
+        """Delete a bounded batch of expired replay rows when one is due (skipping rows others are purging)."""
+        if not self._purge.claim():
+            return
+        with contextlib.suppress(Exception):  # housekeeping: the next round tries again
+            async with self._connection() as conn:
+                cur = await conn.execute(_REPLAY_PURGE, (self._clock(), self._purge.batch), prepare=True)
+                self._purge.done(cur.rowcount)
 
     # ---------------------------------------------------------------- apps
     async def create_app(self, app: AppRecord, *, replay: ReplayEntry | None = None) -> None:
@@ -379,3 +445,18 @@ class PostgresStore:
             return rec
 
         return await self._write(op, replay)
+
+    # ---------------------------------------------------------------- enrollment tokens
+    async def put_enroll_token(self, digest: bytes, expires_ms: int) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.execute(Q.put_enroll_token, (digest, expires_ms))
+
+        await self._write(op, single=True)
+
+    async def take_enroll_token(self, digest: bytes, now_ms: int) -> bool:
+        async def op(conn: Conn) -> bool:
+            cur = await conn.execute(Q.take_enroll_token, (digest,))
+            row = await cur.fetchone()
+            return row is not None and now_ms < row[0]
+
+        return await self._write(op, single=True)

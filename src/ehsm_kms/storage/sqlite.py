@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -102,7 +101,7 @@ def _run_one(op: Op, conn: sqlite3.Connection) -> list[Any]:
     return [op(conn)]
 
 
-@functools.cache
+@cache
 def _record_many_sql(rows: int) -> str:
     values = ", ".join(["(?, ?, ?)"] * rows)
     return (
@@ -194,6 +193,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._writer_opened = threading.Event()
         self._closed = False
+        self.commits = 0  # transactions committed by the writer (group commit: usually far fewer than writes)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -243,7 +243,6 @@ class SqliteStore:
                 if mode != "wal":
                     raise sqlite3.OperationalError(f"cannot switch to WAL mode (journal_mode is {mode})")
                 conn.execute("PRAGMA journal_size_limit = 67108864")
-                conn.execute(f"PRAGMA wal_autocheckpoint = {int(os.environ.get('WALCP', 1000))}")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute(f"PRAGMA cache_size = -{int(self._cache_kib)}")
@@ -358,7 +357,8 @@ class SqliteStore:
                 done += zip(jobs, results, strict=True)
             if not conn.in_transaction:
                 continue
-            self._maybe_purge(conn)
+            if any(job.op is None for job, _ in done):
+                self._maybe_purge(conn)
             try:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -370,10 +370,11 @@ class SqliteStore:
                 healthy = False
             else:
                 outcomes += [(job, result, None) for job, result in done]
+                self.commits += 1
         return healthy
 
     def _maybe_purge(self, conn: sqlite3.Connection) -> None:
-        """Delete a bounded batch of expired replay rows, in the batch's transaction, when one is due."""
+        """Delete a bounded batch of expired replay rows when one is due, in a transaction that records some."""
         if not self._purge.claim():
             return
         conn.execute("SAVEPOINT purge")
@@ -627,4 +628,16 @@ class SqliteStore:
             return rec
 
         taken: ImportRecord | None = await self._write(self._guarded(replay, op))
+        return taken
+
+    # ---------------------------------------------------------------- enrollment tokens
+    async def put_enroll_token(self, digest: bytes, expires_ms: int) -> None:
+        await self._write(lambda conn: conn.execute(Q.put_enroll_token, (digest, expires_ms)))
+
+    async def take_enroll_token(self, digest: bytes, now_ms: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(Q.take_enroll_token, (digest,)).fetchone()
+            return row is not None and now_ms < row[0]
+
+        taken: bool = await self._write(op)
         return taken

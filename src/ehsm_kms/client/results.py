@@ -1,0 +1,200 @@
+"""Typed results of the SDK's calls: frozen dataclasses, bytes for binary values, secrets masked in ``repr``.
+
+Times are the server's milliseconds since the epoch, as on the wire; the ``*_at`` properties give aware
+:class:`datetime.datetime` objects in UTC.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ehsm_kms.client.errors import ResponseError
+
+
+def _when(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    version: str
+    git_sha: str
+    server: str | None = None  # ours: "ehsm-kms <version>" (the original sends only version and git_sha)
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """A newly enrolled app. The APIKey is shown only once: store it (``ehsm-kms profile add`` keeps it 0600)."""
+
+    appid: str
+    apikey: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """A data key: ``plaintext`` to use now and forget, ``ciphertext`` to store beside the data it protects."""
+
+    plaintext: bytes = field(repr=False)
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One row of ListKey."""
+
+    keyid: str
+    keyspec: str
+    key_state: int
+    creation_date: int | None
+    expire_time: int | None
+    alias: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return self.key_state == 1
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.creation_date)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return _when(self.expire_time)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportParameters:
+    """GetParametersForImport: the RSA public key to wrap key material with, and the single-use import token."""
+
+    keyid: str
+    pubkey: str
+    import_token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretValue:
+    name: str
+    data: str = field(repr=False)
+    version_id: int
+    create_time: int | None
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.create_time)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVersion:
+    version_id: int
+    create_time: int | None
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.create_time)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVersions:
+    """ListSecretVersionIds (an unknown or deleted secret has none)."""
+
+    name: str
+    total_count: int
+    versions: tuple[SecretVersion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretSummary:
+    """One row of ListSecrets (secrets pending deletion included, with their ``planned_delete_time``)."""
+
+    name: str
+    create_time: int | None
+    description: str | None = None
+    planned_delete_time: int | None = None
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.create_time)
+
+    @property
+    def pending_deletion(self) -> bool:
+        return self.planned_delete_time is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretDescription:
+    """DescribeSecret."""
+
+    name: str
+    create_time: int | None
+    description: str | None = None
+    planned_delete_time: int | None = None
+    rotation_interval: str | None = None
+    last_rotation_date: int | None = None
+    next_rotation_date: int | None = None
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.create_time)
+
+    @property
+    def pending_deletion(self) -> bool:
+        return self.planned_delete_time is not None
+
+
+# ---------------------------------------------------------------- reading result objects
+def need(result: Mapping[str, Any], key: str, action: str) -> Any:
+    if key not in result:
+        raise ResponseError(f"{action}: the server's result has no {key!r}")
+    return result[key]
+
+
+def text(result: Mapping[str, Any], key: str, action: str) -> str:
+    value = need(result, key, action)
+    if not isinstance(value, str):
+        raise ResponseError(f"{action}: {key!r} is not a string")
+    return value
+
+
+def unb64(result: Mapping[str, Any], key: str, action: str) -> bytes:
+    value = text(result, key, action)
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ResponseError(f"{action}: {key!r} is not base64") from None
+
+
+def flag(result: Mapping[str, Any], key: str, action: str) -> bool:
+    value = need(result, key, action)
+    if not isinstance(value, bool):
+        raise ResponseError(f"{action}: {key!r} is not a boolean")
+    return value
+
+
+def millis(value: Any) -> int | None:
+    """A time in ms as the server sends it: a number, a numeric string, or nothing (``""``, null, absent)."""
+    if isinstance(value, bool) or value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def integer(result: Mapping[str, Any], key: str, action: str) -> int:
+    value = need(result, key, action)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ResponseError(f"{action}: {key!r} is not an integer")
+    return value
+
+
+def optional_text(result: Mapping[str, Any], key: str) -> str | None:
+    value = result.get(key)
+    return value if isinstance(value, str) and value != "" else None

@@ -1,0 +1,265 @@
+"""``Client``: the synchronous SDK, one method per action."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from ehsm_kms.client import _calls as c
+from ehsm_kms.client import results as r
+from ehsm_kms.client._base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, ClientBase
+from ehsm_kms.client._calls import Bytes, Name
+
+T = TypeVar("T")
+
+
+class Client(ClientBase):
+    """A client of one ehsm-kms (or eHSM-KMS) server.
+
+    ``url``, ``appid`` and ``apikey`` default to ``EHSM_KMS_URL``/``EHSM_SERVER_URL``, ``EHSM_KMS_APPID``/
+    ``EHSM_APPID`` and ``EHSM_KMS_APIKEY``/``EHSM_APIKEY``. TLS certificates are verified (``ca_bundle`` for a private
+    CA, default ``EHSM_KMS_CA_BUNDLE``); ``insecure=True`` turns verification off and must be asked for. Safe actions
+    (reads and pure cryptography) are retried ``retries`` times after a connection failure, with exponential
+    backoff from ``backoff`` seconds. ``transport`` replaces the network (any ``httpx.BaseTransport``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        appid: str | None = None,
+        apikey: str | None = None,
+        *,
+        ca_bundle: str | None = None,
+        insecure: bool = False,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            url,
+            appid,
+            apikey,
+            ca_bundle=ca_bundle,
+            insecure=insecure,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+        )
+        self._http = httpx.Client(verify=self._verify, timeout=self._timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _run(self, call: c.Call[T]) -> T:
+        attempt = 0
+        while True:
+            params, content, headers = self._request_parts(call)
+            try:
+                response = self._http.request(
+                    call.method, self._endpoint, params=params, content=content, headers=headers
+                )
+            except httpx.HTTPError as exc:
+                delay = self._retry_delay(call, exc, attempt)
+                if delay is None:
+                    raise self._failed(call, exc) from exc
+                time.sleep(delay)
+                attempt += 1
+                continue
+            return self._answer(call, response)
+
+    # ---------------------------------------------------------------- app
+    def get_version(self) -> r.Version:
+        """GetVersion (no credentials needed)."""
+        return self._run(c.get_version())
+
+    def enroll(self, token: str | None = None) -> r.Enrollment:
+        """Enroll a new app; ``token`` is the one-time enrollment token of a server in ``enroll_mode=token``.
+
+        A client without credentials starts using the new app's.
+        """
+        made = self._run(c.enroll(token))
+        if not self.has_credentials:
+            self.set_credentials(made.appid, made.apikey)
+        return made
+
+    def call(self, action: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Any action by name, signed like every other; the ``result`` object as the server sent it."""
+        return self._run(c.raw(action, payload))
+
+    # ---------------------------------------------------------------- keys
+    def create_key(
+        self,
+        keyspec: Name = "EH_AES_GCM_256",
+        origin: Name = "EH_INTERNAL_KEY",
+        keyusage: Name | None = None,
+    ) -> str:
+        """CreateKey; the new keyid. ``keyusage`` defaults to SIGN_VERIFY for EC and HMAC keys, else
+        ENCRYPT_DECRYPT."""
+        return self._run(c.create_key(keyspec, origin, keyusage))
+
+    def list_keys(self) -> tuple[r.KeyInfo, ...]:
+        """ListKey: this app's keys."""
+        return self._run(c.list_keys())
+
+    def enable_key(self, keyid: str) -> None:
+        self._run(c.key_action("EnableKey", keyid))
+
+    def disable_key(self, keyid: str) -> None:
+        self._run(c.key_action("DisableKey", keyid))
+
+    def delete_key(self, keyid: str) -> None:
+        """DeleteKey: the key and everything encrypted under it is gone for good."""
+        self._run(c.key_action("DeleteKey", keyid))
+
+    def delete_all_keys(self) -> None:
+        """DeleteAllKey: every key of this app."""
+        self._run(c.delete_all_keys())
+
+    def get_public_key(self, keyid: str) -> str:
+        """GetPublicKey: the PEM public key of an RSA, EC or SM2 key."""
+        return self._run(c.get_public_key(keyid))
+
+    def get_parameters_for_import(self, keyid: str, wrapping_keyspec: Name = "EH_RSA_2048") -> r.ImportParameters:
+        """BYOK step 1, for a key created with origin EH_EXTERNAL_KEY."""
+        return self._run(c.get_parameters_for_import(keyid, wrapping_keyspec))
+
+    def import_key_material(
+        self, keyid: str, key_material: Bytes, import_token: str, *, padding_mode: Name = "EH_RSA_PKCS1_OAEP"
+    ) -> bool:
+        """BYOK step 2: ``key_material`` is the raw key already wrapped with the step-1 public key."""
+        return self._run(c.import_key_material(keyid, key_material, import_token, padding_mode))
+
+    def import_key(
+        self,
+        keyid: str,
+        material: Bytes,
+        *,
+        wrapping_keyspec: Name = "EH_RSA_2048",
+        padding_mode: Name = "EH_RSA_PKCS1_OAEP",
+    ) -> bool:
+        """Both BYOK steps: wrap the raw ``material`` here with the server's one-time public key and import it."""
+        from ehsm_kms.core.stream import wrap_key_material
+
+        params = self.get_parameters_for_import(keyid, wrapping_keyspec)
+        wrapped = wrap_key_material(params.pubkey, bytes(material), c.name(padding_mode))
+        return self.import_key_material(keyid, wrapped, params.import_token, padding_mode=padding_mode)
+
+    # ---------------------------------------------------------------- cryptography
+    def encrypt(self, keyid: str, plaintext: Bytes, *, aad: Bytes | None = None) -> bytes:
+        """Encrypt up to 6 KiB under a symmetric key (larger data: :mod:`ehsm_kms.client.envelope`)."""
+        return self._run(c.encrypt(keyid, plaintext, aad))
+
+    def decrypt(self, keyid: str, ciphertext: Bytes, *, aad: Bytes | None = None) -> bytes:
+        return self._run(c.decrypt(keyid, ciphertext, aad))
+
+    def asymmetric_encrypt(self, keyid: str, plaintext: Bytes, *, padding_mode: Name = "EH_RSA_PKCS1_OAEP") -> bytes:
+        """RSA (OAEP-SHA-256 or PKCS#1 v1.5) or SM2 encryption (SM2 ignores the padding mode)."""
+        return self._run(c.asymmetric_encrypt(keyid, plaintext, padding_mode))
+
+    def asymmetric_decrypt(self, keyid: str, ciphertext: Bytes, *, padding_mode: Name = "EH_RSA_PKCS1_OAEP") -> bytes:
+        return self._run(c.asymmetric_decrypt(keyid, ciphertext, padding_mode))
+
+    def sign(
+        self,
+        keyid: str,
+        message: Bytes,
+        *,
+        digest_mode: Name = "EH_SHA_256",
+        padding_mode: Name = "EH_RSA_PKCS1_PSS",
+        message_type: Name = "EH_RAW",
+    ) -> bytes:
+        """Sign ``message`` (``EH_DIGEST``: it is already the digest). EC and SM2 ignore the padding mode; SM2
+        always uses SM3."""
+        return self._run(c.sign(keyid, message, digest_mode, padding_mode, message_type))
+
+    def verify(
+        self,
+        keyid: str,
+        message: Bytes,
+        signature: Bytes,
+        *,
+        digest_mode: Name = "EH_SHA_256",
+        padding_mode: Name = "EH_RSA_PKCS1_PSS",
+        message_type: Name = "EH_RAW",
+    ) -> bool:
+        """Whether ``signature`` is valid for ``message``."""
+        return self._run(c.verify(keyid, message, signature, digest_mode, padding_mode, message_type))
+
+    def generate_data_key(self, keyid: str, keylen: int = 32, *, aad: Bytes | None = None) -> r.DataKey:
+        """A fresh data key, in plaintext and encrypted under ``keyid`` (``decrypt`` recovers it)."""
+        return self._run(c.generate_data_key(keyid, keylen, aad))
+
+    def generate_data_key_without_plaintext(self, keyid: str, keylen: int = 32, *, aad: Bytes | None = None) -> bytes:
+        """Only the encrypted data key (for whoever will ``decrypt`` it later)."""
+        return self._run(c.generate_data_key_without_plaintext(keyid, keylen, aad))
+
+    def export_data_key(self, keyid: str, ukeyid: str, ciphertext: Bytes, *, aad: Bytes | None = None) -> bytes:
+        """Re-encrypt a data key from ``keyid`` to the RSA or SM2 key ``ukeyid`` (RSA: always OAEP-SHA-256)."""
+        return self._run(c.export_data_key(keyid, ukeyid, ciphertext, aad))
+
+    def generate_random(self, length: int = 32) -> bytes:
+        """``length`` (1..1024) random bytes from the server's core."""
+        return self._run(c.generate_random(length))
+
+    def generate_mac(self, keyid: str, message: Bytes, *, digest_mode: Name | None = None) -> bytes:
+        """HMAC of ``message`` with an EH_HMAC key (SHA-256 unless ``digest_mode`` says otherwise)."""
+        return self._run(c.generate_mac(keyid, message, digest_mode))
+
+    def verify_mac(self, keyid: str, message: Bytes, mac: Bytes, *, digest_mode: Name | None = None) -> bool:
+        return self._run(c.verify_mac(keyid, message, mac, digest_mode))
+
+    # ---------------------------------------------------------------- secret manager
+    def create_secret(
+        self,
+        name: str,
+        data: str | Bytes,
+        *,
+        encryption_key_id: str | None = None,
+        description: str | None = None,
+        rotation_interval: str | None = None,
+    ) -> None:
+        """CreateSecret: version 1 of ``name`` (text; bytes are taken as UTF-8)."""
+        self._run(c.create_secret(name, data, encryption_key_id, description, rotation_interval))
+
+    def update_secret_description(self, name: str, description: str | None = None) -> None:
+        """UpdateSecretDesc; no description removes it."""
+        self._run(c.update_secret_description(name, description))
+
+    def put_secret_value(self, name: str, data: str | Bytes) -> None:
+        """PutSecretValue: a new current version."""
+        self._run(c.put_secret_value(name, data))
+
+    def list_secret_version_ids(self, name: str) -> r.SecretVersions:
+        return self._run(c.list_secret_version_ids(name))
+
+    def list_secrets(self, name: str | None = None) -> tuple[r.SecretSummary, ...]:
+        return self._run(c.list_secrets(name))
+
+    def describe_secret(self, name: str) -> r.SecretDescription:
+        """DescribeSecret; :class:`~ehsm_kms.client.errors.SecretNotFound` for an unknown name."""
+        return self._run(c.describe_secret(name))
+
+    def delete_secret(self, name: str, *, recovery_period: int | None = None, force: bool = False) -> None:
+        """DeleteSecret: scheduled after ``recovery_period`` days (server default 30), or at once with ``force``."""
+        self._run(c.delete_secret(name, recovery_period, force))
+
+    def get_secret_value(self, name: str, version_id: int | None = None) -> r.SecretValue:
+        """GetSecretValue: the current version, or ``version_id``."""
+        return self._run(c.get_secret_value(name, version_id))
+
+    def restore_secret(self, name: str) -> None:
+        """RestoreSecret: cancel a scheduled deletion."""
+        self._run(c.restore_secret(name))
