@@ -47,6 +47,7 @@ class Settings:
     tls_self_signed: bool = False
     allow_plain_http: bool = False
     key_cache_ttl_ms: int = 1000
+    scheduler_interval_ms: int = 5000  # background jobs (due deletions, rotations); 0 = none on this node
     log_level: str = "info"
     workers: int = 1
     clock_skew_ms: int = 0  # test hook: the server's clock offset (never set in production)

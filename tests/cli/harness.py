@@ -56,7 +56,9 @@ class Cli:
         return env
 
     def run(self, *args: str, input: bytes | str | None = None, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(main, list(args), input=input, env=self.environ(env), catch_exceptions=False)
+        return CliRunner().invoke(
+            main, list(args), input=input, env=self.environ(env), catch_exceptions=False, prog_name="ehsm-kms"
+        )
 
     def ok(self, *args: str, **kw: Any) -> Result:
         result = self.run(*args, **kw)

@@ -248,6 +248,20 @@ async def test_concurrent_records_with_different_clocks(store: Store) -> None:
     assert results.count(True) == 1
 
 
+async def test_concurrent_takeovers_of_an_expired_entry_accept_exactly_one(store: Store) -> None:
+    now = wall_clock_ms()
+    life = 60_000
+    first = ReplayEntry("app-a", b"\x03" * 32, now + life)
+    assert await store.record_request(first, now)
+    renewed = dataclasses.replace(first, expires_ms=now + 2 * life)
+    others = [entry() for _ in range(20)]
+    calls = [store.record_request(renewed, now + life + i % 3) for i in range(30)]
+    calls += [store.record_request(e, now + life) for e in others]
+    results = await asyncio.gather(*calls)
+    assert results[:30].count(True) == 1
+    assert all(results[30:])
+
+
 async def test_a_write_with_a_replay_record_commits_both(store: Store) -> None:
     key, version = make_key()
     record = entry()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -27,7 +28,7 @@ def enroll(opts: Options, token_file: str | None, save_as: str | None) -> None:
     if save_as is not None:
         profiles.check_name(save_as)
     token = profiles.read_secret_file(token_file) if token_file else config.env_value(ENROLL_TOKEN_ENV)
-    settings = opts.settings()
+    settings = opts.settings(apikey=False)
     with opts.client(credentials=False) as client:
         made = client.enroll(token or None)
     if save_as is None:
@@ -61,7 +62,8 @@ def profile() -> None:
 @click.option(
     "--apikey-file",
     type=click.Path(dir_okay=False),
-    help="Read the APIKey from this file each time (it is not copied). Default: prompt for it and store it.",
+    help="Read the APIKey from this file each time (it is not copied). Default: prompt for it (or read it from "
+    "standard input) and store it.",
 )
 @click.option("--ca-bundle", type=click.Path(dir_okay=False, exists=True), help="CA certificates (PEM).")
 @click.option("--insecure", is_flag=True, help="Do not verify the server's TLS certificate.")
@@ -75,7 +77,9 @@ def add(
     if apikey_file is not None:
         entry = profiles.Profile(name, url, appid, None, str(Path(apikey_file).resolve()), ca, insecure)
     else:
-        apikey = click.prompt("APIKey", hide_input=True, err=True).strip()
+        # A hidden prompt on a terminal; a script pipes the APIKey in (it is never a command-line argument).
+        apikey = click.prompt("APIKey", hide_input=True, err=True) if sys.stdin.isatty() else sys.stdin.readline()
+        apikey = apikey.strip()
         if not apikey:
             raise click.UsageError("the APIKey is empty")
         entry = profiles.Profile(name, url, appid, apikey, None, ca, insecure)

@@ -101,17 +101,20 @@ class Options:
                 prof["insecure"] = lambda: True
         return [cli, prof, env] if self.profile else [cli, env, prof]
 
-    def settings(self) -> dict[str, Any]:
-        """The winning value of each setting (None where no source has one)."""
+    def settings(self, *, apikey: bool = True) -> dict[str, Any]:
+        """The winning value of each setting (None where no source has one); the APIKey is read only if asked for."""
         layers = self._layers()
         out: dict[str, Any] = {}
         for key in ("url", "appid", "apikey", "ca_bundle", "insecure"):
+            if key == "apikey" and not apikey:
+                out[key] = None
+                continue
             out[key] = next((layer[key]() for layer in layers if key in layer), None)
         return out
 
     def client(self, *, credentials: bool = True) -> Client:
         """A client for the resolved server; ``credentials`` False for Enroll and GetVersion."""
-        s = self.settings()
+        s = self.settings(apikey=credentials)
         if not s["url"]:
             raise CredentialsMissing(
                 "no server URL: give --url, set EHSM_KMS_URL (or EHSM_SERVER_URL), or add a profile "
@@ -179,7 +182,7 @@ def kms_command(fn: Callable[..., Any]) -> Callable[..., Any]:
         opts = Options(**{k: kwargs.pop(k) for k in _CONN_KEYS})
         try:
             return fn(opts, *args, **kwargs)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:  # bad input the SDK refused before sending (sizes, encodings)
             raise click.UsageError(str(exc)) from None
         except OSError as exc:
             raise click.FileError(exc.filename or "?", hint=exc.strerror or str(exc)) from None

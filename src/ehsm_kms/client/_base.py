@@ -35,6 +35,8 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF = 0.2
 MAX_BACKOFF = 5.0
+# Idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s) can close them under a request.
+KEEPALIVE = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=2.0)
 
 # Failures where the request may not have reached the server or its answer was lost; repeated only for safe actions.
 _RETRYABLE = (

@@ -11,7 +11,7 @@ import httpx
 
 from ehsm_kms.client import _calls as c
 from ehsm_kms.client import results as r
-from ehsm_kms.client._base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, ClientBase
+from ehsm_kms.client._base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, KEEPALIVE, ClientBase
 from ehsm_kms.client._calls import Bytes, Name
 
 T = TypeVar("T")
@@ -46,7 +46,9 @@ class AsyncClient(ClientBase):
             retries=retries,
             backoff=backoff,
         )
-        self._http = httpx.AsyncClient(verify=self._verify, timeout=self._timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            verify=self._verify, timeout=self._timeout, limits=KEEPALIVE, transport=transport
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()

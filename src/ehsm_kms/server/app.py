@@ -22,6 +22,7 @@ from ehsm_kms.server.metrics import Metrics
 from ehsm_kms.service import apps
 from ehsm_kms.service.all_actions import HANDLERS
 from ehsm_kms.service.node import Node
+from ehsm_kms.service.scheduler import Scheduler
 from ehsm_kms.wire import actions, envelope, payload, request
 
 log = logging.getLogger("ehsm_kms.server")
@@ -43,6 +44,7 @@ class KmsApp:
         *,
         enroll_mode: str,
         clock_ms: Callable[[], int] | None = None,
+        scheduler_interval_s: float = 5.0,
     ) -> None:
         self._node_factory = node_factory
         self.node: Node | None = None
@@ -50,13 +52,21 @@ class KmsApp:
         self.metrics = Metrics()
         self.clock_ms: Callable[[], int] = clock_ms or (lambda: int(time.time() * 1000))
         self.draining = False
+        self.scheduler_interval_s = scheduler_interval_s
+        self.scheduler: Scheduler | None = None
 
     async def startup(self) -> None:
         self.node = await self._node_factory()
+        if self.scheduler_interval_s > 0:
+            self.scheduler = Scheduler(self.node, interval_s=self.scheduler_interval_s)
+            self.scheduler.start()
         log.info("ready; enroll_mode=%s", self.enroll_mode)
 
     async def shutdown(self) -> None:
         self.draining = True
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+            self.scheduler = None
         node, self.node = self.node, None
         if node is not None:
             await node.core.close()

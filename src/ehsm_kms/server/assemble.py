@@ -46,4 +46,8 @@ def build_app(settings: Settings, *, secret: bytes | None = None) -> KmsApp:
     async def factory() -> Node:
         return await build_node(settings, secret=secret)
 
-    return KmsApp(factory, enroll_mode=settings.effective_enroll_mode)
+    return KmsApp(
+        factory,
+        enroll_mode=settings.effective_enroll_mode,
+        scheduler_interval_s=settings.scheduler_interval_ms / 1000,
+    )

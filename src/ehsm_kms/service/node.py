@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ehsm_kms.core.proxy import Core
 from ehsm_kms.core.specs import LIMITS, KeySpec, KeyUsage, Origin
 from ehsm_kms.storage.base import ReplayEntry, Store
 from ehsm_kms.storage.records import AppRecord, KeyRecord, KeyVersionRecord
+from ehsm_kms.wire.request import js_string_to_number
 
 _AUTH_ERRORS = (errors.SignError, errors.ApiKeyUnavailable)
 
@@ -157,11 +159,18 @@ class Node:
         return AppCredential(appid=app.appid, apikey_blob=app.apikey_blob)
 
     def replay_entry(self, req: SignedRequest) -> ReplayEntry:
+        """The replay record of a signed request: its digest covers the whole signed request (so two different
+        requests in one millisecond never collide), prefixed by the timestamp so the store's index stays ordered;
+        it lives as long as the timestamp window could still accept the request."""
+        try:
+            ts = int(js_string_to_number(req.timestamp))
+        except (ValueError, OverflowError):
+            ts = self.clock_ms()
         material = "\x00".join((req.timestamp, repr(req.nonce), req.sign)).encode("utf-8", "surrogatepass")
         return ReplayEntry(
             appid=req.appid,
-            digest=hashlib.sha256(material).digest(),
-            expires_ms=self.clock_ms() + LIMITS.replay_window_ms,
+            digest=struct.pack(">q", max(ts, 0)) + hashlib.sha256(material).digest(),
+            expires_ms=max(ts, self.clock_ms()) + LIMITS.timestamp_window_ms + 1000,
         )
 
     async def record_replay(self, req: SignedRequest) -> None:

@@ -235,6 +235,8 @@ class Queries:
         "INSERT INTO replay (appid, digest, expires_ms) VALUES (?, ?, ?) ON CONFLICT (appid, digest) "
         "DO UPDATE SET expires_ms = excluded.expires_ms WHERE replay.expires_ms <= ?"
     )
+    # For a batch: rows that conflicted on insert take over an expired entry, each with its caller's now.
+    take_over_replay: str = "UPDATE replay SET expires_ms = ? WHERE appid = ? AND digest = ? AND expires_ms <= ?"
     put_import: str = (
         "INSERT INTO import_tokens (keyid, token_id, wrapping_blob, wrapping_spec, expires_ms) "
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (keyid) DO UPDATE SET token_id = excluded.token_id, "

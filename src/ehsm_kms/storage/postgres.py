@@ -57,12 +57,33 @@ _REPLAY_PURGE: Final = (
     "DELETE FROM replay WHERE (appid, digest) IN "
     "(SELECT appid, digest FROM replay WHERE expires_ms <= %s LIMIT %s FOR UPDATE SKIP LOCKED)"
 )
-# One statement records a whole batch: the rows come as three arrays (one parameter each, prepared once).
-_RECORD_MANY: Final = (
+# A batch of records is one insert (three arrays, prepared once); the rows that conflicted then take over an
+# expired entry with one update, each row compared with its own caller's now.
+_INSERT_MANY: Final = (
     "INSERT INTO replay (appid, digest, expires_ms) "
     "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bigint[]) "
+    "ON CONFLICT (appid, digest) DO NOTHING RETURNING appid, digest"
+)
+_TAKE_OVER_MANY: Final = (
+    "UPDATE replay r SET expires_ms = t.expires_ms "
+    "FROM unnest(%s::text[], %s::bytea[], %s::bigint[], %s::bigint[]) AS t(appid, digest, expires_ms, now_ms) "
+    "WHERE r.appid = t.appid AND r.digest = t.digest AND r.expires_ms <= t.now_ms RETURNING r.appid, r.digest"
+)
+# create_key as one statement (one round trip, atomic on its own): the key, its version and, when given, the
+# replay record; for a replay the CTE chain inserts nothing and the statement reports no row.
+_CREATE_KEY: Final = (
+    "WITH key_row AS (INSERT INTO keys (keyid, appid, keyspec, usage, origin, state, creation_ms, expire_ms, "
+    "alias, description, primary_version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING keyid) "
+    "INSERT INTO key_versions (keyid, version, blob, created_ms) SELECT keyid, %s, %s, %s FROM key_row"
+)
+_CREATE_KEY_GUARDED: Final = (
+    "WITH replay_row AS (INSERT INTO replay (appid, digest, expires_ms) VALUES (%s, %s, %s) "
     "ON CONFLICT (appid, digest) DO UPDATE SET expires_ms = excluded.expires_ms "
-    "WHERE replay.expires_ms <= %s RETURNING appid, digest"
+    "WHERE replay.expires_ms <= %s RETURNING 1), "
+    "key_row AS (INSERT INTO keys (keyid, appid, keyspec, usage, origin, state, creation_ms, expire_ms, alias, "
+    "description, primary_version) SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+    "WHERE EXISTS (SELECT 1 FROM replay_row) RETURNING keyid) "
+    "INSERT INTO key_versions (keyid, version, blob, created_ms) SELECT keyid, %s, %s, %s FROM key_row"
 )
 _FLUSH_MAX: Final = 2000
 _TAKE_IMPORT: Final = Q.get_import + " FOR UPDATE"
@@ -238,7 +259,7 @@ class PostgresStore:
         return cur.rowcount == 1
 
     async def record_request(self, entry: ReplayEntry, now_ms: int) -> bool:
-        """Queued and sent with the other records waiting at that moment, in one statement per flush."""
+        """Queued and sent with the other records waiting at that moment (one insert per flush)."""
         if self._closed:
             raise unavailable(self._where, RuntimeError("the store is closed"))
         loop = asyncio.get_running_loop()
@@ -252,30 +273,38 @@ class PostgresStore:
         """Send queued records until none is left; records that arrive meanwhile wait for the next round."""
         while self._records:
             batch, self._records = self._records[:_FLUSH_MAX], self._records[_FLUSH_MAX:]
-            groups: dict[int, list[tuple[ReplayEntry, asyncio.Future[bool]]]] = {}
-            for entry, now_ms, future in batch:
-                groups.setdefault(now_ms, []).append((entry, future))
-            for now_ms, group in groups.items():
-                try:
-                    results = await self._record_many([entry for entry, _ in group], now_ms)
-                except Exception as exc:
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), accepted in zip(group, results, strict=True):
+            try:
+                results = await self._record_many([(entry, now_ms) for entry, now_ms, _ in batch])
+            except Exception as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, _, future), accepted in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(accepted)
             await self._maybe_purge()
 
-    async def _record_many(self, entries: list[ReplayEntry], now_ms: int) -> list[bool]:
+    async def _record_many(self, items: list[tuple[ReplayEntry, int]]) -> list[bool]:
+        entries = [entry for entry, _ in items]
         firsts = first_occurrences(entries)
         unique = [entries[i] for i in firsts]
-        params = ([e.appid for e in unique], [e.digest for e in unique], [e.expires_ms for e in unique], now_ms)
+        columns = ([e.appid for e in unique], [e.digest for e in unique], [e.expires_ms for e in unique])
         async with self._connection() as conn:
-            cur = await conn.execute(_RECORD_MANY, params, prepare=True)
+            cur = await conn.execute(_INSERT_MANY, columns, prepare=True)
             accepted = set(await cur.fetchall())
-        results = [False] * len(entries)
+            conflicts = [i for i in firsts if (entries[i].appid, entries[i].digest) not in accepted]
+            if conflicts:
+                rows = [items[i] for i in conflicts]
+                params = (
+                    [e.appid for e, _ in rows],
+                    [e.digest for e, _ in rows],
+                    [e.expires_ms for e, _ in rows],
+                    [now_ms for _, now_ms in rows],
+                )
+                cur = await conn.execute(_TAKE_OVER_MANY, params, prepare=True)
+                accepted.update(await cur.fetchall())
+        results = [False] * len(items)
         for i in firsts:
             results[i] = (entries[i].appid, entries[i].digest) in accepted
         return results
@@ -338,12 +367,15 @@ class PostgresStore:
     # ---------------------------------------------------------------- keys
     async def create_key(self, key: KeyRecord, version: KeyVersionRecord, *, replay: ReplayEntry | None = None) -> None:
         check_new_key(key, version)
-
-        async def op(conn: Conn) -> None:
-            await conn.execute(Q.insert_key, key_row(key), prepare=True)
-            await conn.execute(Q.insert_version, version_row(version), prepare=True)
-
-        await self._write(op, replay)
+        version_values = (version.version, version.blob, version.created_ms)
+        async with self._connection() as conn:
+            if replay is None:
+                await conn.execute(_CREATE_KEY, (*key_row(key), *version_values), prepare=True)
+                return
+            guard = (replay.appid, replay.digest, replay.expires_ms, self._clock())
+            cur = await conn.execute(_CREATE_KEY_GUARDED, (*guard, *key_row(key), *version_values), prepare=True)
+            if cur.rowcount != 1:
+                raise ReplayDetected()
 
     async def get_key(self, keyid: str) -> tuple[KeyRecord, KeyVersionRecord] | None:
         async def op(conn: Conn) -> tuple[KeyRecord, KeyVersionRecord] | None:

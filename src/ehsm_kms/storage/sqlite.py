@@ -58,7 +58,7 @@ _REPLAY_PURGE: Final = (
 
 class _Job:
     """One caller's operation. ``op`` runs in its own savepoint; a job without ``op`` is a record_request,
-    and all of those in a batch go to the database as one statement per distinct ``now_ms``."""
+    and all of those in a batch are recorded together (see ``_record_many``)."""
 
     __slots__ = ("future", "loop", "now_ms", "op", "replay")
 
@@ -102,26 +102,32 @@ def _run_one(op: Op, conn: sqlite3.Connection) -> list[Any]:
 
 
 @cache
-def _record_many_sql(rows: int) -> str:
+def _insert_many_sql(rows: int) -> str:
     values = ", ".join(["(?, ?, ?)"] * rows)
     return (
         f"INSERT INTO replay (appid, digest, expires_ms) VALUES {values} "  # noqa: S608 (placeholders only)
-        "ON CONFLICT (appid, digest) DO UPDATE SET expires_ms = excluded.expires_ms "
-        "WHERE replay.expires_ms <= ? RETURNING appid, digest"
+        "ON CONFLICT (appid, digest) DO NOTHING RETURNING appid, digest"
     )
 
 
-def _record_many(entries: list[ReplayEntry], now_ms: int, conn: sqlite3.Connection) -> list[bool]:
-    """Record the entries with one statement per chunk; True for each one accepted."""
+def _record_many(items: list[tuple[ReplayEntry, int]], conn: sqlite3.Connection) -> list[bool]:
+    """Record (entry, now_ms) pairs: one insert per chunk for all of them, then an update for each conflict
+    (a replay, or an expired entry taken over); True for each one accepted."""
+    entries = [entry for entry, _ in items]
     firsts = first_occurrences(entries)
-    accepted: set[tuple[str, bytes]] = set()
+    inserted: set[tuple[str, bytes]] = set()
     for start in range(0, len(firsts), _RECORD_MANY_CHUNK):
         chunk = [entries[i] for i in firsts[start : start + _RECORD_MANY_CHUNK]]
         params = [value for e in chunk for value in (e.appid, e.digest, e.expires_ms)]
-        accepted.update(conn.execute(_record_many_sql(len(chunk)), (*params, now_ms)).fetchall())
-    results = [False] * len(entries)
+        inserted.update(conn.execute(_insert_many_sql(len(chunk)), params).fetchall())
+    results = [False] * len(items)
     for i in firsts:
-        results[i] = (entries[i].appid, entries[i].digest) in accepted
+        entry, now_ms = items[i]
+        if (entry.appid, entry.digest) in inserted:
+            results[i] = True
+        else:
+            take_over = (entry.expires_ms, entry.appid, entry.digest, now_ms)
+            results[i] = conn.execute(Q.take_over_replay, take_over).rowcount == 1
     return results
 
 
@@ -308,16 +314,19 @@ class SqliteStore:
             conn.close()
 
     def _units(self, batch: list[_Job]) -> list[tuple[list[_Job], Callable[[sqlite3.Connection], list[Any]]]]:
-        """The batch as units that each run in one savepoint: one per operation, one per group of records."""
+        """The batch as units that each run in one savepoint: one per operation, one for all the records."""
         units: list[tuple[list[_Job], Callable[[sqlite3.Connection], list[Any]]]] = []
-        records: dict[int, list[_Job]] = {}
+        records: list[_Job] = []
+        items: list[tuple[ReplayEntry, int]] = []
         for job in batch:
-            if job.op is None:
-                records.setdefault(job.now_ms, []).append(job)
-            else:
+            if job.op is not None:
                 units.append(([job], partial(_run_one, job.op)))
-        for now_ms, jobs in records.items():
-            units.append((jobs, partial(_record_many, [job.replay for job in jobs if job.replay], now_ms)))
+            else:
+                assert job.replay is not None  # a job is an operation or a record
+                records.append(job)
+                items.append((job.replay, job.now_ms))
+        if records:
+            units.append((records, partial(_record_many, items)))
         return units
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job], outcomes: list[Outcome]) -> bool:
