@@ -105,8 +105,13 @@ def git_revision(root: Path) -> str:
 
 
 def describe(root: Path, pg_version: str) -> dict[str, Any]:
+    import ehsm_kms
+
     wrk = _command_output(["wrk", "-v"])
+    code = Path(ehsm_kms.__file__).resolve().parent
     return {
+        "code_path": str(code),
+        "code_is_checkout": code.is_relative_to(root),
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),

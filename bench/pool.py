@@ -4,10 +4,10 @@ Every request gets its own nonce and the current timestamp, so the server checks
 client's: timestamp window, signature (in the core), replay record (in the store). Pools are made right before the
 run that replays them, well inside the server's 10-minute window.
 
-Signing is the SDK's rule (contract section 2.2). For the flat payloads of the workloads (string and integer values) the string to sign is
-built directly (sorted ``k=v`` pairs), which is several times faster than the general renderer; the first request of
-every pool is checked against :func:`ehsm_kms.wire.sign.sign_string`, and any payload that is not flat goes through
-the general renderer.
+Signing is the SDK's rule (contract section 2.2). For the flat payloads of the workloads (string and integer values)
+the string to sign is built directly (sorted ``k=v`` pairs), which is several times faster than the general renderer;
+the first request of every pool is checked against :func:`ehsm_kms.wire.sign.sign_string`, and any payload that is
+not flat goes through the general renderer.
 """
 
 from __future__ import annotations

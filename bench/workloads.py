@@ -190,6 +190,12 @@ def encrypt_bodies_for(app: App, keyids: list[str], seed: int) -> Callable[[int]
 
 # ---------------------------------------------------------------- the peer: moto's KMS (AWS JSON protocol)
 AMZ_JSON = "application/x-amz-json-1.1"
+# moto routes a request to a service by the credential scope of its Authorization header and never checks the
+# signature, so one fixed header serves every request (the peer does no authentication and keeps no replay record).
+AMZ_AUTH = (
+    "AWS4-HMAC-SHA256 Credential=bench/20260101/us-east-1/kms/aws4_request, "
+    "SignedHeaders=content-type;host;x-amz-target, Signature=" + "0" * 64
+)
 
 
 @dataclass
@@ -199,11 +205,15 @@ class MotoFixture:
 
 
 def moto_headers(target: str) -> list[str]:
-    return [f"Content-Type: {AMZ_JSON}", f"X-Amz-Target: {target}"]
+    return [f"Content-Type: {AMZ_JSON}", f"X-Amz-Target: {target}", f"Authorization: {AMZ_AUTH}"]
 
 
 def _moto_call(http: httpx.Client, target: str, body: dict[str, Any]) -> dict[str, Any]:
-    resp = http.post("/", content=orjson.dumps(body), headers={"content-type": AMZ_JSON, "x-amz-target": target})
+    resp = http.post(
+        "/",
+        content=orjson.dumps(body),
+        headers={"content-type": AMZ_JSON, "x-amz-target": target, "authorization": AMZ_AUTH},
+    )
     if resp.status_code != 200:
         raise RuntimeError(f"moto {target} failed during set-up: {resp.status_code} {resp.text[:300]}")
     out: dict[str, Any] = resp.json()
@@ -213,9 +223,8 @@ def _moto_call(http: httpx.Client, target: str, body: dict[str, Any]) -> dict[st
 def setup_moto(url: str) -> MotoFixture:
     with httpx.Client(base_url=url, timeout=60.0) as http:
         aes = _moto_call(http, "TrentService.CreateKey", {})["KeyMetadata"]["KeyId"]
-        ec = _moto_call(
-            http, "TrentService.CreateKey", {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}
-        )["KeyMetadata"]["KeyId"]
+        ec_spec = {"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}
+        ec = _moto_call(http, "TrentService.CreateKey", ec_spec)["KeyMetadata"]["KeyId"]
         _moto_call(http, "TrentService.Encrypt", {"KeyId": aes, "Plaintext": b64(b"x" * PLAINTEXT_BYTES)})
     return MotoFixture(aes, ec)
 

@@ -223,3 +223,70 @@ class CoreStartError(EhsmError):
 
 class ConfigError(EhsmError):
     exit_code = EXIT_USAGE
+
+
+# ---------------------------------------------------------------- beyond eHSM: versions, aliases, deletion, audit, admin
+class KeyPendingDeletion(BadRequest):
+    """The key is scheduled for deletion; it cannot be used until CancelKeyDeletion."""
+
+    default_message = "keyid is pending deletion"
+
+
+class KeyNotPendingDeletion(BadRequest):
+    default_message = "keyid is not pending deletion"
+
+
+class KeyVersionRetired(BadRequest):
+    """The ciphertext (or signature) names a key version below the key's minDecryptVersion.
+
+    Not a decryption failure: the version is read from the ciphertext's header, which is not secret, so saying so
+    is no oracle; it tells the caller to ReEncrypt earlier or to lower minDecryptVersion.
+    """
+
+    default_message = "key version retired: the key version is below the key's minDecryptVersion"
+
+
+class KeyVersionInvalid(BadRequest):
+    default_message = "keyversion error"
+
+
+class KeyRotationRefused(BadRequest):
+    """An external (BYOK) key: its new material would have to be imported, so it is not rotated."""
+
+    default_message = "an external key cannot be rotated"
+
+
+class KeyRotationConflict(InternalError):
+    """Another node rotated the key at the same moment, every attempt; the caller may simply try again."""
+
+    default_message = "the key was rotated concurrently; try again"
+
+
+class AliasExists(BadRequest):
+    default_message = "alias already exists"
+
+
+class AliasNotFound(BadRequest):
+    exit_code = EXIT_NOT_FOUND
+    default_message = "alias not found"
+
+
+class KeyHasAlias(BadRequest):
+    default_message = "the key already has an alias"
+
+
+class AdminAuthError(AuthError):
+    """An admin action without a valid admin credential (an app's own credential never is one)."""
+
+    default_message = "admin sign error"
+
+
+class AppNotFound(BadRequest):
+    exit_code = EXIT_NOT_FOUND
+    default_message = "appid not found"
+
+
+class AuditUnavailable(InternalError):
+    """audit_fail_closed is set and the audit record of the request could not be written."""
+
+    default_message = "audit log unavailable"

@@ -87,7 +87,7 @@ class KmsApp:
         elif path == "/readyz":
             await self._readyz(send)
         else:
-            await _respond(send, self.metrics.render(), content_type=b"text/plain; version=0.0.4")
+            await _respond(send, self.metrics.render(self.node), content_type=b"text/plain; version=0.0.4")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from ehsm_kms.service.node import Node
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -23,14 +28,17 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
-        self.core_round_trip = Gauge(
-            "ehsm_core_round_trip_seconds_avg",
-            "Mean core round-trip time since start",
-            registry=self.registry,
+        self.core_seconds = Gauge(
+            "ehsm_core_call_seconds_sum", "Time spent in calls to the core (round trips)", registry=self.registry
         )
-        self.core_restarts = Gauge(
-            "ehsm_core_restarts", "Restarts of the isolated core", registry=self.registry
+        self.core_calls = Gauge("ehsm_core_call_seconds_count", "Calls to the core", registry=self.registry)
+        self.store_seconds = Gauge(
+            "ehsm_store_call_seconds_sum", "Time spent in store calls on the request path", registry=self.registry
         )
+        self.store_calls = Gauge(
+            "ehsm_store_call_seconds_count", "Store calls on the request path", registry=self.registry
+        )
+        self.core_restarts = Gauge("ehsm_core_restarts", "Restarts of the isolated core", registry=self.registry)
         self.store_latency = Histogram(
             "ehsm_store_ping_seconds",
             "Store round-trip time measured by /readyz",
@@ -42,5 +50,11 @@ class Metrics:
         self.requests.labels(action, str(code)).inc()
         self.latency.labels(action).observe(seconds)
 
-    def render(self) -> bytes:
+    def render(self, node: Node | None = None) -> bytes:
+        if node is not None:
+            self.core_seconds.set(node.core_seconds)
+            self.core_calls.set(node.core_calls)
+            self.store_seconds.set(node.store_seconds)
+            self.store_calls.set(node.store_calls)
+            self.core_restarts.set(getattr(node.core, "restarts", 0))
         return generate_latest(self.registry)

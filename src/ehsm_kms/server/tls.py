@@ -52,9 +52,7 @@ def self_signed(data_dir: Path, host: str) -> tuple[Path, Path]:
             timeout=60,
         )
     except subprocess.CalledProcessError as exc:
-        raise errors.ConfigError(
-            f"openssl could not make a certificate: {exc.stderr.decode()[-200:]}"
-        ) from None
+        raise errors.ConfigError(f"openssl could not make a certificate: {exc.stderr.decode()[-200:]}") from None
     finally:
         os.umask(old_umask)
     return cert, key

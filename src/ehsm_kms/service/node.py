@@ -17,9 +17,9 @@ import binascii
 import hashlib
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ehsm_kms import errors
 from ehsm_kms.core import ciphertext as ct_format
@@ -31,6 +31,7 @@ from ehsm_kms.storage.records import AppRecord, KeyRecord, KeyVersionRecord
 from ehsm_kms.wire.request import js_string_to_number
 
 _AUTH_ERRORS = (errors.SignError, errors.ApiKeyUnavailable)
+_T = TypeVar("_T")
 
 
 class _TtlCache:
@@ -95,6 +96,27 @@ class Node:
         self.clock_ms: Callable[[], int] = clock_ms or (lambda: int(time.time() * 1000))
         self._apps = _TtlCache(key_cache_ttl_ms, self.clock_ms)
         self._keys = _TtlCache(key_cache_ttl_ms, self.clock_ms)
+        self.core_seconds = 0.0
+        self.core_calls = 0
+        self.store_seconds = 0.0
+        self.store_calls = 0
+
+    # ---------------------------------------------------------------- timing, for /metrics
+    async def _timed_store(self, op: Awaitable[_T]) -> _T:
+        start = time.perf_counter()
+        try:
+            return await op
+        finally:
+            self.store_seconds += time.perf_counter() - start
+            self.store_calls += 1
+
+    async def _timed_core(self, call: Call) -> dict[str, Any]:
+        start = time.perf_counter()
+        try:
+            return await self.core.call(call)
+        finally:
+            self.core_seconds += time.perf_counter() - start
+            self.core_calls += 1
 
     # ---------------------------------------------------------------- apps
     async def app(self, appid: str) -> AppRecord:
@@ -102,7 +124,7 @@ class Node:
             raise errors.UnknownApp()
         rec: AppRecord | None = self._apps.get(appid)
         if rec is None:
-            rec = await self.store.get_app(appid)
+            rec = await self._timed_store(self.store.get_app(appid))
             if rec is None:
                 raise errors.UnknownApp()
             self._apps.put(appid, rec)
@@ -120,7 +142,7 @@ class Node:
             raise errors.KeyNotFound()
         loaded: LoadedKey | None = self._keys.get(keyid)
         if loaded is None:
-            found = await self.store.get_key(keyid)
+            found = await self._timed_store(self.store.get_key(keyid))
             if found is None:
                 raise errors.KeyNotFound()
             loaded = LoadedKey(*found)
@@ -133,7 +155,7 @@ class Node:
         if self.clock_ms() > rec.expire_ms:
             raise errors.KeyExpired()
         if version is not None and version != loaded.version.version:
-            other = await self.store.get_key_version(keyid, version)
+            other = await self._timed_store(self.store.get_key_version(keyid, version))
             if other is None:
                 raise errors.DecryptionFailed()
             loaded = LoadedKey(rec, other)
@@ -174,12 +196,12 @@ class Node:
         )
 
     async def record_replay(self, req: SignedRequest) -> None:
-        if not await self.store.record_request(self.replay_entry(req), self.clock_ms()):
+        if not await self._timed_store(self.store.record_request(self.replay_entry(req), self.clock_ms())):
             raise errors.ReplayError()
 
     async def verify(self, req: SignedRequest, app: AppRecord) -> None:
         """Check the signature alone (actions that use no key), then write the replay record."""
-        await self.core.call(Call(op="verify_request", auth=req, app=self.credential(app)))
+        await self._timed_core(Call(op="verify_request", auth=req, app=self.credential(app)))
         await self.record_replay(req)
 
     async def call(
@@ -198,7 +220,7 @@ class Node:
         """
         call = Call(op=op, auth=req, app=self.credential(app), keys=[k.ref() for k in keys], args=args or {})
         try:
-            result = await self.core.call(call)
+            result = await self._timed_core(call)
         except _AUTH_ERRORS:
             raise
         except errors.EhsmError:

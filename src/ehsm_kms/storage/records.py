@@ -18,6 +18,7 @@ APP_STATES: Final = frozenset({APP_ACTIVE, APP_REVOKED})
 
 KEY_ENABLED: Final = 1
 KEY_DISABLED: Final = 0
+KEY_PENDING_DELETION: Final = 2  # read-only: reported while deletion_due_ms is set; the stored state is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,10 @@ class KeyRecord:
     alias: str = ""
     description: str = ""
     primary_version: int = 1
+    min_decrypt_version: int = 1  # older versions no longer decrypt or verify
+    rotation_period_ms: int = 0  # automatic rotation; 0 = none
+    next_rotation_ms: int = 0
+    deletion_due_ms: int = 0  # ScheduleKeyDeletion; 0 = not scheduled
 
 
 @dataclass(frozen=True, slots=True)
