@@ -51,12 +51,10 @@ class SecretStore(Protocol):
     async def list_secrets(self, appid: str, now_ms: int, name: str | None = None) -> list[SecretRecord]:
         """The app's secrets (pending ones included), oldest first, optionally only the one named; no limit."""
 
-    async def update_secret_description(
-        self, appid: str, name: str, description: str | None, now_ms: int
-    ) -> bool:
+    async def update_secret_description(self, appid: str, name: str, description: str | None) -> bool:
         """Replace (None: remove) the description; False when there is no such secret or it is pending deletion."""
 
-    async def put_secret_version(self, version: SecretVersionRecord, now_ms: int) -> bool:
+    async def put_secret_version(self, version: SecretVersionRecord) -> bool:
         """Make ``version`` the secret's current version if version ``version.version - 1`` is the current one
         and the secret is not pending deletion; False (nothing written) otherwise."""
 
