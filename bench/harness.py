@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="also profile server and core under Encrypt (py-spy)")
     p.add_argument("--runs", type=int, help="measured runs per cell (default 3; quick 1)")
     p.add_argument("--seconds", type=float, help="target length of a measured run (default 2; quick 1)")
-    p.add_argument("--warmup-seconds", type=float, help="target length of the warm-up run (default 1; quick 0.5)")
+    p.add_argument("--warmup-seconds", type=float, help="target length of the warm-up run (default 0.75; quick 0.5)")
     p.add_argument("--concurrency", help="comma-separated connection counts (default 1,4,16,64,256; quick 1,16,64)")
     p.add_argument("--configs", default=",".join(c.key for c in CONFIGS), help="comma-separated configurations")
     p.add_argument("--workloads", default=",".join(w.slug for w in WORKLOADS), help="comma-separated workloads")
@@ -93,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     args.seconds = args.seconds or (1.0 if args.quick else 2.0)
-    args.warmup_seconds = args.warmup_seconds or (0.5 if args.quick else 1.0)
+    args.warmup_seconds = args.warmup_seconds or (0.5 if args.quick else 0.75)
     args.concurrency = [int(x) for x in (args.concurrency or ("1,16,64" if args.quick else "1,4,16,64,256")).split(",")]
     args.scale_keys = args.scale_keys or (100_000 if args.quick else 1_000_000)
     args.configs = [CONFIG_BY_KEY[k] for k in args.configs.split(",") if k]
@@ -164,8 +165,10 @@ class Bench:
         self._seed += 1
         return self._seed
 
-    def size(self, rate: float, seconds: float, connections: int) -> int:
-        return int(min(max(rate * seconds, 2 * connections, 100), MAX_POOL))
+    def size(self, rate: float, seconds: float, connections: int, *, warmup: bool = False) -> int:
+        """Requests for a run of about ``seconds`` at ``rate``: at least two per connection (one for a warm-up)."""
+        floor = connections if warmup else 2 * connections
+        return int(min(max(rate * seconds, floor, 100), MAX_POOL))
 
     def one_run(
         self,
@@ -181,9 +184,17 @@ class Bench:
     ) -> wrkrun.RunResult:
         pool.write_pool(self.pool_path, count, make)
         before = {role: machine.cpu_seconds(pid) for role, pid in procs.items()}
+        busy_before, t0 = machine.machine_busy_seconds(), time.monotonic()
         bound = count / max(rate / 8, 1.0) + 15
         result = wrkrun.run(url, self.pool_path, count, connections, check=check, headers=headers, max_seconds=bound)
+        wall, busy = time.monotonic() - t0, machine.machine_busy_seconds() - busy_before
         result.cpu = {role: round(machine.cpu_seconds(pid) - before[role], 3) for role, pid in procs.items()}
+        ours = sum(result.cpu.values()) + result.wrk_cpu_s
+        result.wall_s = round(wall, 3)
+        result.other_cpu_share = round(max(busy - ours, 0.0) / (wall * (os.cpu_count() or 1)), 3) if wall > 0 else 0.0
+        gone = [role for role, pid in procs.items() if not machine.alive(pid)]
+        if gone:
+            raise RuntimeError(f"{', '.join(gone)} process exited during a run ({result.note or 'no note'})")
         return result
 
     def cell(
@@ -204,7 +215,7 @@ class Bench:
         """Warm-up, then the measured runs; returns (and records) the cell with its medians."""
         procs = procs or {}
         warm = self.one_run(
-            url, make, self.size(rate, self.args.warmup_seconds, connections), connections, rate,
+            url, make, self.size(rate, self.args.warmup_seconds, connections, warmup=True), connections, rate,
             check=check, headers=headers, procs=procs,
         )  # fmt: skip
         if warm.valid and warm.rps > 0:
@@ -493,8 +504,16 @@ def drop_schema(schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Ctrl-C or SIGTERM stops the servers, drops the PostgreSQL schema and writes what was measured (a shell starts
+    # background jobs with SIGINT ignored, hence both handlers are set explicitly).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     args = parse_args(argv)
     if shutil.which("wrk") is None:
         print("wrk is not installed (bash bench/run.sh installs it)", file=sys.stderr)

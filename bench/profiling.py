@@ -2,8 +2,8 @@
 
 py-spy samples a running process from outside (``--nonblocking``: it never pauses the process), so the server runs
 unchanged. For each process it writes a flame graph (SVG) and collapsed stacks; the summary gives, per thread, how
-busy it was and which functions the samples fall in (self and inclusive), and the split of the request handler's time
-among the functions it calls.
+busy it was and which functions the samples fall in (self and inclusive), and for the functions of the request path
+how their time splits among the functions they call.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 RATE_HZ = 100
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-HANDLER_FRAME = "KmsApp._kms (ehsm_kms/server/app.py)"
 
 
 def py_spy() -> str | None:
@@ -68,16 +67,57 @@ def _strip_line(frame: str) -> str:
     return f"{m.group('func')} ({m.group('file')})" if m else frame
 
 
+# Frames that only carry the work of the frames below them (interpreter start-up, click, the event loop's run
+# methods, the core's serve loop): a stack is cut after the last of these, so the shares below are of real work.
+CUT_FRAMES = frozenset(
+    {
+        "BaseEventLoop._run_once (asyncio/base_events.py)",
+        "Handle._run (asyncio/events.py)",
+        "serve (ehsm_kms/core/child.py)",
+        "Thread.run (threading.py)",
+        "_worker (concurrent/futures/thread.py)",
+    }
+)
+# Where a function's time goes, by the function it calls (for the request path of the server and the core).
+SPLIT_FRAMES = (
+    "Handle._run (asyncio/events.py)",
+    "KmsApp._kms (ehsm_kms/server/app.py)",
+    "KmsApp._post_action (ehsm_kms/server/app.py)",
+    "Node.keyed (ehsm_kms/service/node.py)",
+    "_respond (ehsm_kms/server/app.py)",
+    "Enclave.handle (ehsm_kms/core/enclave.py)",
+    "encrypt (ehsm_kms/core/ops_crypto.py)",
+    "Enclave.authenticate (ehsm_kms/core/enclave.py)",
+)
+OWN_CODE = "(its own code)"
+# Leaf frames in which a thread waits for input (py-spy can count a blocked read as active): reported apart.
+WAIT_LEAVES = frozenset(
+    {
+        "SocketIO.readinto (socket.py)",
+        "EpollSelector.select (selectors.py)",
+        "_read_exact (ehsm_kms/core/child.py)",
+    }
+)
+
+
+def _cut(funcs: list[str]) -> list[str]:
+    for i in range(len(funcs) - 1, -1, -1):
+        if funcs[i] in CUT_FRAMES:
+            return funcs[i + 1 :] or [f"(in {funcs[i]})"]
+    return funcs
+
+
 def summarise(raw: Path, seconds: float, top: int = 20) -> dict[str, Any]:
-    """Per thread: samples, busy share (samples over rate x seconds), top self and inclusive functions; and the
-    split of the request handler's samples among its callees."""
-    threads: dict[str, Counter[str]] = defaultdict(Counter)
-    inclusive: dict[str, Counter[str]] = defaultdict(Counter)
-    totals: Counter[str] = Counter()
-    handler_split: Counter[str] = Counter()
-    handler_total = 0
+    """Per thread: samples, busy share (samples over rate x seconds; ``waiting``: the part in :data:`WAIT_LEAVES`),
+    top self and inclusive functions (stacks cut
+    below the event loop / serve loop); and for the functions of :data:`SPLIT_FRAMES`, their time by callee."""
     if not raw.exists():
         return {"error": f"no profile written ({raw.name})"}
+    self_time: dict[str, Counter[str]] = defaultdict(Counter)
+    inclusive: dict[str, Counter[str]] = defaultdict(Counter)
+    totals: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()
+    splits: dict[str, Counter[str]] = defaultdict(Counter)
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -89,26 +129,30 @@ def summarise(raw: Path, seconds: float, top: int = 20) -> dict[str, Any]:
         if not funcs:
             continue
         totals[thread] += count
-        threads[thread][funcs[-1]] += count
-        for func in set(funcs):
+        for frame in SPLIT_FRAMES:
+            if frame in funcs:
+                i = len(funcs) - 1 - funcs[::-1].index(frame)
+                splits[frame][funcs[i + 1] if i + 1 < len(funcs) else OWN_CODE] += count
+        work = _cut(funcs)
+        if work[-1] in WAIT_LEAVES:
+            waiting[thread] += count
+        self_time[thread][work[-1]] += count
+        for func in set(work):
             inclusive[thread][func] += count
-        if HANDLER_FRAME in funcs:
-            handler_total += count
-            i = funcs.index(HANDLER_FRAME)
-            callee = funcs[i + 1] if i + 1 < len(funcs) else "(the handler's own code)"
-            handler_split[callee] += count
     expected = max(RATE_HZ * seconds, 1.0)
-    out: dict[str, Any] = {"seconds": round(seconds, 2), "rate_hz": RATE_HZ, "threads": {}}
+    out: dict[str, Any] = {"seconds": round(seconds, 2), "rate_hz": RATE_HZ, "threads": {}, "splits": {}}
     for thread, total in totals.most_common():
         out["threads"][thread] = {
             "samples": total,
             "busy": round(min(total / expected, 1.0), 3),
-            "self": [(f, n, round(n / total, 3)) for f, n in threads[thread].most_common(top)],
+            "waiting": round(min(waiting[thread] / expected, 1.0), 3),
+            "self": [(f, n, round(n / total, 3)) for f, n in self_time[thread].most_common(top)],
             "inclusive": [(f, n, round(n / total, 3)) for f, n in inclusive[thread].most_common(top)],
         }
-    if handler_total:
-        out["handler"] = {
-            "samples": handler_total,
-            "split": [(f, n, round(n / handler_total, 3)) for f, n in handler_split.most_common(top)],
+    for frame, counter in splits.items():
+        total = sum(counter.values())
+        out["splits"][frame] = {
+            "samples": total,
+            "callees": [(f, n, round(n / total, 3)) for f, n in counter.most_common(top)],
         }
     return out

@@ -193,10 +193,19 @@ def _machine(res: dict[str, Any]) -> list[str]:
         f"- Code: {m.get('git', '?')}"
         + ("." if m.get("code_is_checkout", True) else f"; ehsm_kms imported from `{m.get('code_path')}`."),
     ]
-    if load and load[0] > 0.5:
+    shares = sorted(r["other_cpu_share"] for c in res.get("cells", []) for r in c["runs"] if "other_cpu_share" in r)
+    median = shares[len(shares) // 2] if shares else 0.0
+    if shares:
         lines.append(
-            f"- **The machine was not idle** when this run started (1-minute load {load[0]}): other work shared "
-            "the cores, so absolute figures are low and noisy; ratios measured in the same run hold better."
+            f"- Processes outside the benchmark used {median:.0%} of the machine's CPU during the median measured "
+            f"run (90th percentile {shares[int(len(shares) * 0.9)]:.0%}, max {shares[-1]:.0%}); a quiet machine "
+            "shows about 0%."
+        )
+    if (load and load[0] > 0.5) or median > 0.05:
+        lines.append(
+            f"- **The machine was not quiet** (1-minute load at start {load[0] if load else '?'}, other processes "
+            f"{median:.0%} of the CPU): absolute figures are low and noisy; ratios measured in the same run hold "
+            "better. Rerun on a quiet machine before reading the goals."
         )
     return lines
 
@@ -331,7 +340,8 @@ def _scale(res: dict[str, Any]) -> list[str]:
         "in the large store. The store is filled in bulk by `bench/bulk_keys.py` with the server stopped: it opens "
         "the same sealed domain key, draws each key's material and wraps it with the core's own "
         "`Enclave.wrap_cmk` (so every row's blob is bound to its own keyid and appid, as a served CreateKey's is), "
-        "and inserts through the store's `bulk_create_keys` in batches of 10,000. The first store is grown into "
+        "and inserts through the store's `bulk_create_keys` in batches of 10,000 (the loader's SQLite connections get "
+        "a larger page cache; the server reopens the file with its own settings). The first store is grown into "
         "the second; the server is restarted before each measurement, so peak RSS is that of the measurement.",
         "",
         *_table(
@@ -369,6 +379,10 @@ def _raw(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def _share_table(rows: list[Any], limit: int, head: str = "function") -> list[str]:
+    return _table([head, "share"], [[f"`{f}`", f"{share:.0%}"] for f, _, share in rows[:limit]])
+
+
 def _profile(res: dict[str, Any]) -> list[str]:
     prof = res.get("profile")
     if not prof:
@@ -378,39 +392,29 @@ def _profile(res: dict[str, Any]) -> list[str]:
         "",
         "## Profile: where an Encrypt request's time goes",
         "",
-        f"py-spy (`--nonblocking`, {100} Hz) on the server and core processes while wrk replayed "
-        f"{run['requests']:,} Encrypt requests at {prof['connections']} connections "
-        f"({run['rps']:,.0f} req/s under the profiler). Flame graphs: "
+        f"py-spy (`--nonblocking`, 100 Hz) on the server and core processes while wrk replayed "
+        f"{run['requests']:,} Encrypt requests at {prof['connections']} connections (SQLite, isolated core; "
+        f"{run['rps']:,.0f} req/s under the profiler). Flame graphs: "
         + ", ".join(f"`{p['svg']}`" for p in prof["processes"].values())
-        + " (bench/results/ is not committed; rerun with `--profile`).",
+        + " (bench/results/ is not committed; rerun with `--profile`). Shares are of a thread's samples; stacks are "
+        "cut below the event loop (server) and the serve loop (core), so the shares are of work, not of plumbing.",
     ]
     for role, p in prof["processes"].items():
         s = p["summary"]
         if "error" in s:
             lines += ["", f"{role}: {s['error']}"]
             continue
-        busy = ", ".join(f"{t} {d['busy']:.0%}" for t, d in s["threads"].items())
-        lines += ["", f"### {role} process", "", f"Busy share of each thread (samples / (rate x seconds)): {busy}."]
+        busy = ", ".join(
+            f"{t} {d['busy']:.0%}" + (f" (of which waiting for input {d['waiting']:.0%})" if d.get("waiting") else "")
+            for t, d in s["threads"].items()
+        )
+        lines += ["", f"### {role} process", "", f"Share of the run in which each thread was sampled active: {busy}."]
         main = s["threads"].get("MainThread")
         if main:
-            lines += [
-                "",
-                "Main thread, inclusive (share of its samples in which the function is on the stack):",
-                "",
-                *_table(["function", "share"], [[f"`{f}`", f"{share:.0%}"] for f, _, share in main["inclusive"][:18]]),
-                "",
-                "Main thread, self (share of its samples in which the function is running):",
-                "",
-                *_table(["function", "share"], [[f"`{f}`", f"{share:.0%}"] for f, _, share in main["self"][:15]]),
-            ]
-        handler = s.get("handler")
-        if handler:
-            lines += [
-                "",
-                "Inside the request handler (`KmsApp._kms`), share of its samples by the function it called:",
-                "",
-                *_table(["callee", "share"], [[f"`{f}`", f"{share:.0%}"] for f, _, share in handler["split"][:12]]),
-            ]
+            lines += ["", "Main thread, inclusive:", "", *_share_table(main["inclusive"], 20)]
+            lines += ["", "Main thread, self:", "", *_share_table(main["self"], 15)]
+        for frame, split in s.get("splits", {}).items():
+            lines += ["", f"`{frame}`, by the function it calls:", "", *_share_table(split["callees"], 10, "callee")]
     return lines
 
 

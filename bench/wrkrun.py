@@ -38,6 +38,8 @@ class RunResult:
     note: str = ""
     wrk_cpu_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds spent by each server process in the run
+    wall_s: float = 0.0
+    other_cpu_share: float = 0.0  # share of the machine's CPU used by processes outside the run (noise)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV="${EHSM_KMS_VENV:-.venv}"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   need=""
-  for pkg in softhsm2 openssl; do
+  for pkg in softhsm2 openssl swtpm libtss2-dev pkg-config gcc; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need="$need $pkg"
   done
   if [ -n "$need" ]; then

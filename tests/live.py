@@ -126,8 +126,9 @@ class KmsClient:
 
     def post(self, action: str, json_body: Any = None, *, content: bytes | None = None) -> dict[str, Any]:
         if content is not None:
-            resp = self.http.post("/ehsm/", params={"Action": action}, content=content,
-                                  headers={"content-type": "application/json"})
+            resp = self.http.post(
+                "/ehsm/", params={"Action": action}, content=content, headers={"content-type": "application/json"}
+            )
         else:
             resp = self.http.post("/ehsm/", params={"Action": action}, json=json_body)
         assert resp.status_code == 200, resp.text

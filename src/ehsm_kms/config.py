@@ -48,9 +48,16 @@ class Settings:
     allow_plain_http: bool = False
     key_cache_ttl_ms: int = 1000
     scheduler_interval_ms: int = 5000  # background jobs (due deletions, rotations); 0 = none on this node
+    audit_fail_closed: bool = False  # refuse a request whose audit record cannot be written
     log_level: str = "info"
     workers: int = 1
     clock_skew_ms: int = 0  # test hook: the server's clock offset (never set in production)
+    attestation_provider: str = ""  # GenerateQuote's evidence: "" (no TEE), "sgx-dcap" (Gramine) or "tpm2"
+    tpm2_tcti: str = "device:/dev/tpmrm0"  # tpm2 provider: the TPM (e.g. swtpm:host=127.0.0.1,port=2321)
+    tpm2_pcrs: str = "sha256:0,1,2,3,4,5,6,7"  # tpm2 provider: the PCRs quoted
+    collateral_file: str = ""  # VerifyQuote: DCAP collateral (JSON, dcap-qvl's form); or pccs_url
+    pccs_url: str = ""  # VerifyQuote: a PCCS to fetch collateral from, when no collateral_file is given
+    attestation_time: int = 0  # test hook: VerifyQuote's verification time, unix seconds (0: now; never in production)
 
     # ---------------------------------------------------------------- derived values
     @property

@@ -225,7 +225,7 @@ class ConfigError(EhsmError):
     exit_code = EXIT_USAGE
 
 
-# ---------------------------------------------------------------- beyond eHSM: versions, aliases, deletion, audit, admin
+# ---------------------------------------------------------------- ours: versions, aliases, deletion, audit, admin
 class KeyPendingDeletion(BadRequest):
     """The key is scheduled for deletion; it cannot be used until CancelKeyDeletion."""
 
@@ -282,8 +282,10 @@ class AdminAuthError(AuthError):
 
 
 class AppNotFound(BadRequest):
+    """An admin action names no app (UnknownApp is for a request's own appid)."""
+
     exit_code = EXIT_NOT_FOUND
-    default_message = "appid not found"
+    default_message = "app not found"
 
 
 class AuditUnavailable(InternalError):

@@ -44,12 +44,8 @@ class App:
     def create(self, spec: str, usage: str = ED, origin: str = "EH_INTERNAL_KEY") -> KeyRef:
         self.n += 1
         keyid = f"00000000-0000-4000-8000-{self.n:012d}"
-        made = self.call(
-            "create_key", {"keyspec": spec, "keyusage": usage, "origin": origin}, keyid=keyid, version=1
-        )
-        return KeyRef(
-            keyid, self.appid, int(KeySpec[spec]), int(KeyUsage[usage]), int(Origin[origin]), 1, made["blob"]
-        )
+        made = self.call("create_key", {"keyspec": spec, "keyusage": usage, "origin": origin}, keyid=keyid, version=1)
+        return KeyRef(keyid, self.appid, int(KeySpec[spec]), int(KeyUsage[usage]), int(Origin[origin]), 1, made["blob"])
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +69,7 @@ def test_self_tests_ran(enclave: Enclave) -> None:
     assert names == ["AES-GCM", "SM4", "HMAC", "HKDF", "RSA", "ECDSA", "SM2"]
 
 
-@pytest.mark.parametrize(
-    "spec", ["EH_AES_GCM_128", "EH_AES_GCM_192", "EH_AES_GCM_256", "EH_SM4_CTR", "EH_SM4_CBC"]
-)
+@pytest.mark.parametrize("spec", ["EH_AES_GCM_128", "EH_AES_GCM_192", "EH_AES_GCM_256", "EH_SM4_CTR", "EH_SM4_CBC"])
 def test_symmetric_round_trip_and_aad(app: App, spec: str) -> None:
     key = app.create(spec)
     pt, aad = b"hello \x00 world" * 10, b"context"
@@ -92,9 +86,7 @@ def test_data_keys_and_export(app: App) -> None:
     cmk = app.create("EH_AES_GCM_256")
     made = app.call("generate_data_key", {"keyid": cmk.keyid, "keylen": 48, "aad": b64(b"a")}, [cmk])
     assert len(base64.b64decode(made["plaintext"])) == 48
-    back = app.call(
-        "decrypt", {"keyid": cmk.keyid, "ciphertext": made["ciphertext"], "aad": b64(b"a")}, [cmk]
-    )
+    back = app.call("decrypt", {"keyid": cmk.keyid, "ciphertext": made["ciphertext"], "aad": b64(b"a")}, [cmk])
     assert back["plaintext"] == made["plaintext"]
     only = app.call("generate_data_key_without_plaintext", {"keyid": cmk.keyid, "keylen": 16}, [cmk])
     assert set(only) == {"ciphertext"}
@@ -108,9 +100,7 @@ def test_data_keys_and_export(app: App) -> None:
         }
         new = app.call("export_data_key", payload, [cmk, ukey])["newdatakey"]
         pad = "EH_RSA_PKCS1_OAEP"
-        plain = app.call(
-            "asymmetric_decrypt", {"keyid": ukey.keyid, "ciphertext": new, "padding_mode": pad}, [ukey]
-        )
+        plain = app.call("asymmetric_decrypt", {"keyid": ukey.keyid, "ciphertext": new, "padding_mode": pad}, [ukey])
         assert plain["plaintext"] == made["plaintext"]
     # The spellings existing clients send are read from the signed payload as well.
     alias = {"keyid": cmk.keyid, "ukeyid": ukey.keyid, "old_data_key": made["ciphertext"], "aad": b64(b"a")}
@@ -164,9 +154,7 @@ def test_sign_key_cannot_encrypt_and_symmetric_has_no_public_key(app: App) -> No
 
 def test_hmac_keys_and_random(app: App) -> None:
     key = app.create("EH_HMAC", SV)
-    mac = app.call(
-        "generate_mac", {"keyid": key.keyid, "message": b64(b"m"), "digest_mode": "EH_SHA_384"}, [key]
-    )
+    mac = app.call("generate_mac", {"keyid": key.keyid, "message": b64(b"m"), "digest_mode": "EH_SHA_384"}, [key])
     ok = app.call(
         "verify_mac",
         {"keyid": key.keyid, "message": b64(b"m"), "digest_mode": "EH_SHA_384", "mac": mac["mac"]},
@@ -235,17 +223,13 @@ def test_byok_import(app: App) -> None:
         "expires_ms": params["expires_ms"],
     }
     # A token whose fields were changed is refused.
-    forged = base64.b64encode(
-        base64.b64decode(params["importToken"]).replace(b'"keyid":"0', b'"keyid":"1')
-    ).decode()
+    forged = base64.b64encode(base64.b64decode(params["importToken"]).replace(b'"keyid":"0', b'"keyid":"1')).decode()
     with pytest.raises(errors.ImportTokenError):
         app.call("import_key_material", dict(payload, importToken=forged), [key], **args)
     blob = app.call("import_key_material", payload, [key], **args)["blob"]
     imported = msgspec.structs.replace(key, blob=blob)
     ct = app.call("encrypt", {"keyid": key.keyid, "plaintext": b64(b"byok")}, [imported])["ciphertext"]
-    assert app.call("decrypt", {"keyid": key.keyid, "ciphertext": ct}, [imported])["plaintext"] == b64(
-        b"byok"
-    )
+    assert app.call("decrypt", {"keyid": key.keyid, "ciphertext": ct}, [imported])["plaintext"] == b64(b"byok")
     # Imported material is never replaced by a second GetParametersForImport.
     with pytest.raises(errors.CryptoError):
         app.call("get_parameters_for_import", {"keyid": key.keyid, "keyspec": "EH_RSA_2048"}, [imported])

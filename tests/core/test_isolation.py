@@ -19,9 +19,7 @@ from tests.softhsm import SoftHsm, Token
 
 
 def config(tmp_path: Path, secret: bytes = b"correct horse battery staple") -> CoreConfig:
-    return CoreConfig(
-        sealer="passphrase", sealed_path=str(tmp_path / "dk.sealed"), secret=secret, scrypt_n=2**10
-    )
+    return CoreConfig(sealer="passphrase", sealed_path=str(tmp_path / "dk.sealed"), secret=secret, scrypt_n=2**10)
 
 
 async def _enroll_and_key(core: IsolatedCore | LocalCore) -> tuple[AppCredential, str, KeyRef]:
@@ -54,18 +52,14 @@ def test_child_is_hardened_and_serves_many_calls_in_flight(tmp_path: Path) -> No
             assert core.hardening["dumpable"] == 0
             assert core.hardening["core_limit"] == 0
             limits = Path(f"/proc/{pid}/limits").read_text()
-            assert any(
-                line.startswith("Max core file size") and " 0 " in line for line in limits.splitlines()
-            )
+            assert any(line.startswith("Max core file size") and " 0 " in line for line in limits.splitlines())
             # No file descriptor but its channel (0-2 are /dev/null).
             targets = sorted(os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
             assert targets[:3] == ["/dev/null"] * 3, targets
             assert len(targets) == 4 and targets[3].startswith("socket:"), targets
             if core.hardening["mlock"]:
                 status = Path(f"/proc/{pid}/status").read_text()
-                locked_kb = int(
-                    next(line.split()[1] for line in status.splitlines() if line.startswith("VmLck"))
-                )
+                locked_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmLck")))
                 assert locked_kb > 0
 
             cred, apikey, ref = await _enroll_and_key(core)

@@ -6,7 +6,6 @@ import getpass
 import logging
 import pickle
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +88,7 @@ def test_file_sealer_is_refused_unless_allowed() -> None:
         with pytest.raises(errors.CoreStartError) as info:
             FileSealer(allow=allow)  # type: ignore[arg-type]
         assert info.value.message == REFUSED
-    assert REFUSED == (
-        "the 'file' sealer stores the domain key in plaintext; it is refused unless explicitly allowed"
-    )
+    assert REFUSED == ("the 'file' sealer stores the domain key in plaintext; it is refused unless explicitly allowed")
 
 
 def test_file_sealer_warns_on_every_use(caplog: pytest.LogCaptureFixture) -> None:
@@ -367,14 +364,10 @@ def test_pkcs11_missing_token_and_module(hsm_token: tuple[SoftHsm, Token]) -> No
     hsm, token = hsm_token
     with pytest.raises(errors.CoreStartError, match="no PKCS#11 token labelled 'no-such-token'"):
         Pkcs11Sealer(hsm.module, "no-such-token", token.pin).seal(b"ring")
-    with pytest.raises(
-        errors.CoreStartError, match=r"cannot load the PKCS#11 module /nonexistent/libp11\.so"
-    ):
+    with pytest.raises(errors.CoreStartError, match=r"cannot load the PKCS#11 module /nonexistent/libp11\.so"):
         Pkcs11Sealer("/nonexistent/libp11.so", token.label, token.pin).seal(b"ring")
     with pytest.raises(errors.CoreStartError, match="cannot load the PKCS#11 module /etc/passwd"):
-        Pkcs11Sealer("/etc/passwd", token.label, token.pin).unseal(
-            base.header("pkcs11") + b"\x01" + bytes(40)
-        )
+        Pkcs11Sealer("/etc/passwd", token.label, token.pin).unseal(base.header("pkcs11") + b"\x01" + bytes(40))
     with pytest.raises(errors.CoreStartError, match="no PIN given"):
         Pkcs11Sealer(hsm.module, token.label, "")
 

@@ -62,7 +62,7 @@ ACTION_NAMES = sorted(actions.ACTIONS)
 POST_ACTIONS = sorted(name for name, info in actions.ACTIONS.items() if info.method == "POST")
 HANDLED = sorted(HANDLERS)
 # Signed by a second app of its own, so that the fuzz does not delete or disable the keys it draws from.
-DESTRUCTIVE = frozenset({"DeleteKey", "DeleteAllKey", "DisableKey"})
+DESTRUCTIVE = frozenset({"DeleteKey", "DeleteAllKey", "DisableKey", "ScheduleKeyDeletion", "SetMinDecryptVersion"})
 # More examples for the action whose service code parses the most client input (the import token).
 WEIGHT = {"ImportKeyMaterial": 4}
 ENC = "EH_KEYUSAGE_ENCRYPT_DECRYPT"

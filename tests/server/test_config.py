@@ -23,7 +23,13 @@ def test_precedence_file_then_environment_then_command_line(tmp_path: Path) -> N
 
 def test_defaults_are_the_embedded_single_node(tmp_path: Path) -> None:
     s = config.load(environ={}, overrides={"data_dir": str(tmp_path)})
-    assert (s.host, s.port, s.run_mode, s.core_mode, s.sealer) == ("127.0.0.1", 9000, "single", "isolated", "passphrase")
+    assert (s.host, s.port, s.run_mode, s.core_mode, s.sealer) == (
+        "127.0.0.1",
+        9000,
+        "single",
+        "isolated",
+        "passphrase",
+    )
     assert s.store == f"sqlite:///{tmp_path / 'ehsm-kms.db'}"
     assert s.effective_enroll_mode == "open"  # loopback
 

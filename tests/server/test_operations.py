@@ -33,8 +33,9 @@ def test_health_metrics_and_logs_without_secrets(tmp_path: Path) -> None:
             assert 'ehsm_requests_total{action="Encrypt",code="200"} 1.0' in metrics
             assert 'ehsm_request_seconds_count{action="CreateKey"} 1.0' in metrics
             samples = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
-            core_calls, store_calls = float(samples["ehsm_core_call_seconds_count"]), float(
-                samples["ehsm_store_call_seconds_count"]
+            core_calls, store_calls = (
+                float(samples["ehsm_core_call_seconds_count"]),
+                float(samples["ehsm_store_call_seconds_count"]),
             )
             assert core_calls >= 3 and store_calls >= 5, (core_calls, store_calls)
             assert float(samples["ehsm_core_call_seconds_sum"]) > 0
@@ -44,8 +45,15 @@ def test_health_metrics_and_logs_without_secrets(tmp_path: Path) -> None:
         server.stop()
         log = server.log()
     assert "enroll_mode open" in log and "request id=" in log and "action=Encrypt" in log
-    for secret in (apikey, b64(secret_text), "aad-marker", b64(b"aad-marker"), ct["ciphertext"],
-                   made["plaintext"], "test passphrase"):
+    for secret in (
+        apikey,
+        b64(secret_text),
+        "aad-marker",
+        b64(b"aad-marker"),
+        ct["ciphertext"],
+        made["plaintext"],
+        "test passphrase",
+    ):
         assert secret not in log, f"a secret reached the log: {secret[:8]}..."
 
 

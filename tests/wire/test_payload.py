@@ -208,7 +208,7 @@ def test_rules_match_the_contract_table() -> None:
         "INT": RuleType.INT,
         "CONST": RuleType.CONST,
     }
-    patterns = {"uuid": payload.UUID_PATTERN, "rotation": payload.ROTATION_PATTERN}
+    patterns = {"uuid": payload.UUID_PATTERN, "rotation": payload.ROTATION_PATTERN, "alias": payload.ALIAS_PATTERN}
     assert set(RULES) == set(CONTRACT)
     for action, fields in CONTRACT.items():
         rules = RULES[action]

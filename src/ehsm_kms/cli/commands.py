@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ehsm_kms.cli import account, crypto, files, info, keys, secret
+from ehsm_kms.cli import account, crypto, files, info, keys, quote, secret
 
 # The original CLI's command names (contract section 9.1) -> our command, and defaults it implied.
 LEGACY: dict[str, tuple[click.Command, dict[str, Any]]] = {
@@ -44,8 +44,10 @@ def register(group: click.Group) -> None:
         account.enroll,
         account.profile,
         keys.key,
+        keys.alias,
         crypto.encrypt,
         crypto.decrypt,
+        crypto.reencrypt,
         crypto.asym_encrypt,
         crypto.asym_decrypt,
         crypto.sign,
@@ -54,6 +56,7 @@ def register(group: click.Group) -> None:
         crypto.random,
         crypto.mac,
         secret.secret,
+        quote.quote,
         files.encrypt_file,
         files.decrypt_file,
         info.version,

@@ -327,3 +327,34 @@ def mac_verify(
     opts.emit({"result": valid}, "valid" if valid else None)
     if not valid:
         raise VerificationFailed("verification failed: the MAC does not match")
+
+
+@click.command("reencrypt")
+@KEYID
+@AAD
+@click.option("--to-keyid", help="The key to re-encrypt under (default: the primary version of --keyid).")
+@click.option("--to-aad", help="Associated data for the new ciphertext (default: --aad).")
+@IN
+@OUT
+@click.option("--binary", is_flag=True, help="Input and output are raw bytes, not base64.")
+@kms_command
+def reencrypt(
+    opts: Options,
+    keyid: str,
+    aad: str | None,
+    to_keyid: str | None,
+    to_aad: str | None,
+    in_path: str | None,
+    out_path: str | None,
+    binary: bool,
+) -> None:
+    """Re-encrypt a ciphertext of 'encrypt' under a key's primary version; the plaintext never leaves the server."""
+    ciphertext = _ciphertext_input(in_path, binary)
+    with opts.client() as client:
+        got = client.re_encrypt(
+            keyid, ciphertext, aad=_aad(aad), destination_keyid=to_keyid, destination_aad=_aad(to_aad)
+        )
+    if opts.as_json:
+        opts.emit({"ciphertext": b64(got.ciphertext), "keyid": got.keyid, "keyversion": got.keyversion})
+    else:
+        _encoded(opts, "ciphertext", got.ciphertext, binary, out_path)

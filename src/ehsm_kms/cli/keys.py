@@ -1,4 +1,4 @@
-"""``ehsm-kms key ...``: create, list, enable, disable, delete and import keys; public keys."""
+"""``ehsm-kms key ...``: create, list, describe, rotate, enable, disable, delete and import keys; aliases."""
 
 from __future__ import annotations
 
@@ -170,3 +170,168 @@ def import_key(
             wrapped = read_input(wrapped_file)
             ok = client.import_key_material(keyid, wrapped, import_token, padding_mode=padding_mode)
     opts.emit({"keyid": keyid, "result": ok}, f"imported key material into {keyid}")
+
+
+# ---------------------------------------------------------------- versions, description, scheduled deletion
+@key.command("rotate")
+@KEYID
+@kms_command
+def rotate(opts: Options, keyid: str) -> None:
+    """Give a key a new primary version; older versions still decrypt."""
+    with opts.client() as client:
+        version = client.rotate_key(keyid)
+    opts.emit({"keyid": keyid, "keyversion": version}, f"rotated {keyid}: version {version}")
+
+
+@key.command("versions")
+@KEYID
+@kms_command
+def versions(opts: Options, keyid: str) -> None:
+    """List a key's versions."""
+    with opts.client() as client:
+        got = client.list_key_versions(keyid)
+    rows = [
+        {"keyversion": v.version, "creationDate": v.creation_date, "primary": v.primary, "retired": v.retired}
+        for v in got.versions
+    ]
+    data = {
+        "keyid": got.keyid,
+        "primaryVersion": got.primary_version,
+        "minDecryptVersion": got.min_decrypt_version,
+        "list": rows,
+    }
+
+    def human() -> None:
+        table(
+            ("VERSION", "CREATED", "PRIMARY", "RETIRED"),
+            (
+                (str(v.version), when(v.creation_date), "yes" if v.primary else "", "yes" if v.retired else "")
+                for v in got.versions
+            ),
+        )
+
+    opts.emit(data, human)
+
+
+@key.command("describe")
+@KEYID
+@kms_command
+def describe(opts: Options, keyid: str) -> None:
+    """Everything about one key, in any state."""
+    with opts.client() as client:
+        d = client.describe_key(keyid)
+    data = {
+        "keyid": d.keyid,
+        "alias": d.alias,
+        "description": d.description,
+        "keyspec": d.keyspec,
+        "keyusage": d.keyusage,
+        "origin": d.origin,
+        "keyState": d.key_state,
+        "creationDate": d.creation_date,
+        "expireTime": d.expire_time,
+        "primaryVersion": d.primary_version,
+        "minDecryptVersion": d.min_decrypt_version,
+        "versions": list(d.versions),
+        "rotationPeriod": d.rotation_period,
+        "nextRotationDate": d.next_rotation_date,
+        "deletionDate": d.deletion_date,
+    }
+    state = "pending deletion" if d.pending_deletion else "enabled" if d.enabled else "disabled"
+    lines = [
+        ("keyid", d.keyid),
+        ("alias", d.alias or "-"),
+        ("description", d.description or "-"),
+        ("keyspec", d.keyspec),
+        ("keyusage", d.keyusage),
+        ("origin", d.origin),
+        ("state", state),
+        ("created", when(d.creation_date)),
+        ("expires", when(d.expire_time)),
+        ("versions", f"{', '.join(map(str, d.versions))} (primary {d.primary_version})"),
+        ("decrypts from", str(d.min_decrypt_version)),
+        ("rotation", f"every {d.rotation_period} days" if d.rotation_period else "manual"),
+        ("next rotation", when(d.next_rotation_date)),
+        ("deletion", when(d.deletion_date)),
+    ]
+    opts.emit(data, "\n".join(f"{k + ':':<15}{v}" for k, v in lines))
+
+
+@key.command("schedule-deletion")
+@KEYID
+@click.option("--days", type=click.IntRange(7, 30), help="Days before the key is deleted (7-30; server default 30).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@kms_command
+def schedule_deletion(opts: Options, keyid: str, days: int | None, yes: bool) -> None:
+    """Make a key unusable now and delete it after the waiting period ('key cancel-deletion' undoes it)."""
+    if not yes:
+        click.confirm(f"Schedule key {keyid} for deletion?", abort=True, err=True)
+    with opts.client() as client:
+        got = client.schedule_key_deletion(keyid, pending_window_days=days)
+    opts.emit(
+        {"keyid": got.keyid, "deletionDate": got.deletion_date, "keyState": got.key_state},
+        f"{got.keyid} will be deleted at {when(got.deletion_date)}",
+    )
+
+
+@key.command("cancel-deletion")
+@KEYID
+@kms_command
+def cancel_deletion(opts: Options, keyid: str) -> None:
+    """Cancel a scheduled deletion: the key is back in the state it had."""
+    with opts.client() as client:
+        client.cancel_key_deletion(keyid)
+    opts.emit({"keyid": keyid, "pendingDeletion": False}, f"cancelled the deletion of {keyid}")
+
+
+# ---------------------------------------------------------------- aliases
+ALIAS = click.option("--alias", "alias_name", required=True, help="The alias (with or without 'alias/').")
+
+
+@click.group()
+def alias() -> None:
+    """Name keys: an alias works wherever a keyid does, as alias/NAME."""
+
+
+@alias.command("create")
+@KEYID
+@ALIAS
+@kms_command
+def alias_create(opts: Options, keyid: str, alias_name: str) -> None:
+    """Give a key an alias (a key has at most one)."""
+    with opts.client() as client:
+        got = client.create_alias(keyid, alias_name)
+    opts.emit({"alias": got.alias, "keyid": got.keyid}, f"alias/{got.alias} -> {got.keyid}")
+
+
+@alias.command("update")
+@KEYID
+@ALIAS
+@kms_command
+def alias_update(opts: Options, keyid: str, alias_name: str) -> None:
+    """Point an alias at another key."""
+    with opts.client() as client:
+        got = client.update_alias(keyid, alias_name)
+    opts.emit({"alias": got.alias, "keyid": got.keyid}, f"alias/{got.alias} -> {got.keyid}")
+
+
+@alias.command("delete")
+@ALIAS
+@kms_command
+def alias_delete(opts: Options, alias_name: str) -> None:
+    """Delete an alias (the key stays)."""
+    with opts.client() as client:
+        client.delete_alias(alias_name)
+    opts.emit({"alias": alias_name, "deleted": True}, f"deleted alias {alias_name}")
+
+
+@alias.command("list")
+@kms_command
+def alias_list(opts: Options) -> None:
+    """List this app's aliases."""
+    with opts.client() as client:
+        got = client.list_aliases()
+    opts.emit(
+        [{"alias": a.alias, "keyid": a.keyid} for a in got],
+        lambda: table(("ALIAS", "KEYID"), ((a.alias, a.keyid) for a in got)),
+    )

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ehsm_kms import __version__, config, errors
+from ehsm_kms.cli import admin as admin_commands
 from ehsm_kms.cli import commands as client_commands
 from ehsm_kms.cli import serve as serve_cmd
 
@@ -41,6 +42,9 @@ client_commands.register(main)
 @main.group()
 def admin() -> None:
     """Administration on the node, against its store."""
+
+
+admin_commands.register(admin)
 
 
 @admin.command("issue-enroll-token")

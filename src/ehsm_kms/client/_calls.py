@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ehsm_kms.client import results as r
-from ehsm_kms.client.errors import ResponseError, SecretNotFound
+from ehsm_kms.client.errors import QuotePolicyNotFound, ResponseError, SecretNotFound
 
 T = TypeVar("T")
 Bytes = bytes | bytearray | memoryview
@@ -42,6 +42,13 @@ SAFE_ACTIONS: frozenset[str] = frozenset(
         "ListSecrets",
         "DescribeSecret",
         "GetSecretValue",
+        "GenerateQuote",
+        "VerifyQuote",
+        "GetQuotePolicy",
+        "ListKeyVersions",
+        "ReEncrypt",
+        "DescribeKey",
+        "ListAliases",
     }
 )
 """Actions the SDK may repeat after a connection failure (each retry is signed afresh)."""
@@ -404,6 +411,175 @@ def get_secret_value(secret_name: str, version_id: int | None) -> Call[r.SecretV
 
 def restore_secret(secret_name: str) -> Call[None]:
     return _post("RestoreSecret", {"secretName": secret_name}, _nothing)
+
+
+# ---------------------------------------------------------------- remote attestation (contract section 7)
+def generate_quote(challenge: Bytes) -> Call[r.Quote]:
+    def parse(res: Mapping[str, Any]) -> r.Quote:
+        return r.Quote(r.text(res, "challenge", "GenerateQuote"), r.unb64(res, "quote", "GenerateQuote"))
+
+    return _post("GenerateQuote", {"challenge": b64(challenge, "challenge")}, parse)
+
+
+def verify_quote(quote: Bytes, nonce: Bytes, policy_id: str | None) -> Call[r.QuoteVerification]:
+    action = "VerifyQuote"
+
+    def parse(res: Mapping[str, Any]) -> r.QuoteVerification:
+        return r.QuoteVerification(
+            nonce=r.text(res, "nonce", action),
+            result=r.integer(res, "result", action),
+            mr_enclave=r.text(res, "mr_enclave", action),
+            mr_signer=r.text(res, "mr_signer", action),
+            sign=r.text(res, "sign", action),
+        )
+
+    payload = {"quote": b64(quote, "quote"), "nonce": b64(nonce, "nonce"), "policyId": policy_id}
+    return _post(action, payload, parse)
+
+
+def upload_quote_policy(mr_enclave: str, mr_signer: str) -> Call[r.QuotePolicy]:
+    def parse(res: Mapping[str, Any]) -> r.QuotePolicy:
+        return r.QuotePolicy(r.text(res, "policyId", "UploadQuotePolicy"), mr_enclave, mr_signer)
+
+    return _post("UploadQuotePolicy", {"mr_enclave": mr_enclave, "mr_signer": mr_signer}, parse)
+
+
+def get_quote_policy(policy_id: str) -> Call[r.QuotePolicy]:
+    action = "GetQuotePolicy"
+
+    def parse(res: Mapping[str, Any]) -> r.QuotePolicy:
+        if "mr_enclave" not in res:  # the original answers an unknown id with 200 and only the policyId
+            raise QuotePolicyNotFound(f"quote policy {policy_id!r} does not exist")
+        return r.QuotePolicy(
+            policy_id=r.text(res, "policyId", action),
+            mr_enclave=r.text(res, "mr_enclave", action),
+            mr_signer=r.text(res, "mr_signer", action),
+            create_time=r.millis(res.get("createTime")),
+        )
+
+    return _post(action, {"policyId": policy_id}, parse)
+
+
+# ---------------------------------------------------------------- key versions, aliases, deletion (docs/beyond.md)
+def _list(res: Mapping[str, Any], key: str, action: str) -> list[Mapping[str, Any]]:
+    rows = res.get(key) or []
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ResponseError(f"{action}: {key!r} is not a list of objects")
+    return rows
+
+
+def rotate_key(keyid: str) -> Call[int]:
+    return _post("RotateKey", {"keyid": keyid}, lambda res: r.integer(res, "keyversion", "RotateKey"))
+
+
+def list_key_versions(keyid: str) -> Call[r.KeyVersions]:
+    action = "ListKeyVersions"
+
+    def parse(res: Mapping[str, Any]) -> r.KeyVersions:
+        versions = tuple(
+            r.KeyVersion(
+                version=r.integer(row, "keyversion", action),
+                creation_date=r.millis(row.get("creationDate")),
+                primary=row.get("primary") is True,
+                retired=row.get("retired") is True,
+            )
+            for row in _list(res, "list", action)
+        )
+        return r.KeyVersions(
+            keyid=r.text(res, "keyid", action),
+            primary_version=r.integer(res, "primaryVersion", action),
+            min_decrypt_version=r.integer(res, "minDecryptVersion", action),
+            versions=tuple(sorted(versions, key=lambda v: v.version)),
+        )
+
+    return _post(action, {"keyid": keyid}, parse)
+
+
+def re_encrypt(
+    keyid: str, ciphertext: Bytes, aad: Bytes | None, destination_keyid: str | None, destination_aad: Bytes | None
+) -> Call[r.ReEncrypted]:
+    action = "ReEncrypt"
+
+    def parse(res: Mapping[str, Any]) -> r.ReEncrypted:
+        return r.ReEncrypted(
+            r.unb64(res, "ciphertext", action), r.text(res, "keyid", action), r.integer(res, "keyversion", action)
+        )
+
+    payload = {
+        "keyid": keyid,
+        "ciphertext": b64(ciphertext, "ciphertext"),
+        "aad": b64_or_none(aad, "aad"),
+        "destination_keyid": destination_keyid,
+        "destination_aad": b64_or_none(destination_aad, "destination_aad"),
+    }
+    return _post(action, payload, parse)
+
+
+def describe_key(keyid: str) -> Call[r.KeyDescription]:
+    action = "DescribeKey"
+
+    def parse(res: Mapping[str, Any]) -> r.KeyDescription:
+        versions = res.get("versions") or []
+        if not isinstance(versions, list) or not all(isinstance(v, int) for v in versions):
+            raise ResponseError(f"{action}: 'versions' is not a list of integers")
+        period = res.get("rotationPeriod")
+        return r.KeyDescription(
+            keyid=r.text(res, "keyid", action),
+            keyspec=r.text(res, "keyspec", action),
+            keyusage=str(res.get("keyusage") or ""),
+            origin=str(res.get("origin") or ""),
+            key_state=r.integer(res, "keyState", action),
+            creation_date=r.millis(res.get("creationDate")),
+            expire_time=r.millis(res.get("expireTime")) or None,
+            primary_version=r.integer(res, "primaryVersion", action),
+            min_decrypt_version=r.integer(res, "minDecryptVersion", action),
+            versions=tuple(versions),
+            alias=r.optional_text(res, "alias"),
+            description=r.optional_text(res, "description"),
+            rotation_period=period if isinstance(period, int) and not isinstance(period, bool) else 0,
+            next_rotation_date=r.millis(res.get("nextRotationDate")) or None,
+            deletion_date=r.millis(res.get("deletionDate")) or None,
+        )
+
+    return _post(action, {"keyid": keyid}, parse)
+
+
+def _alias(action: str) -> Callable[[Mapping[str, Any]], r.Alias]:
+    return lambda res: r.Alias(r.text(res, "alias", action), r.text(res, "keyid", action))
+
+
+def create_alias(keyid: str, alias: str) -> Call[r.Alias]:
+    return _post("CreateAlias", {"keyid": keyid, "alias": alias}, _alias("CreateAlias"))
+
+
+def update_alias(keyid: str, alias: str) -> Call[r.Alias]:
+    return _post("UpdateAlias", {"keyid": keyid, "alias": alias}, _alias("UpdateAlias"))
+
+
+def delete_alias(alias: str) -> Call[None]:
+    return _post("DeleteAlias", {"alias": alias}, _nothing)
+
+
+def list_aliases() -> Call[tuple[r.Alias, ...]]:
+    def parse(res: Mapping[str, Any]) -> tuple[r.Alias, ...]:
+        return tuple(_alias("ListAliases")(row) for row in _list(res, "list", "ListAliases"))
+
+    return _post("ListAliases", None, parse)
+
+
+def schedule_key_deletion(keyid: str, pending_window_days: int | None) -> Call[r.KeyDeletion]:
+    action = "ScheduleKeyDeletion"
+
+    def parse(res: Mapping[str, Any]) -> r.KeyDeletion:
+        return r.KeyDeletion(
+            r.text(res, "keyid", action), r.millis(res.get("deletionDate")), r.integer(res, "keyState", action)
+        )
+
+    return _post(action, {"keyid": keyid, "pendingWindowInDays": pending_window_days}, parse)
+
+
+def cancel_key_deletion(keyid: str) -> Call[None]:
+    return _post("CancelKeyDeletion", {"keyid": keyid}, _nothing)
 
 
 # ---------------------------------------------------------------- any action

@@ -267,3 +267,68 @@ class AsyncClient(ClientBase):
     async def restore_secret(self, name: str) -> None:
         """RestoreSecret: cancel a scheduled deletion."""
         await self._run(c.restore_secret(name))
+
+    # ---------------------------------------------------------------- remote attestation
+    async def generate_quote(self, challenge: Bytes) -> r.Quote:
+        """GenerateQuote: the node's TEE evidence binding ``challenge``; a node without a TEE answers
+        :class:`~ehsm_kms.errors.CryptoError` ("Server exception.")."""
+        return await self._run(c.generate_quote(challenge))
+
+    async def verify_quote(self, quote: Bytes, nonce: Bytes, *, policy_id: str | None = None) -> r.QuoteVerification:
+        """VerifyQuote, against the stored policy ``policy_id`` if given. Check the result's ``ok``: a genuine quote
+        of a TCB that is not up to date verifies too."""
+        return await self._run(c.verify_quote(quote, nonce, policy_id))
+
+    async def upload_quote_policy(self, mr_enclave: str, mr_signer: str) -> r.QuotePolicy:
+        """UploadQuotePolicy: pin an MRENCLAVE and an MRSIGNER (64 lower-case hex digits each)."""
+        return await self._run(c.upload_quote_policy(mr_enclave, mr_signer))
+
+    async def get_quote_policy(self, policy_id: str) -> r.QuotePolicy:
+        """GetQuotePolicy; :class:`~ehsm_kms.client.errors.QuotePolicyNotFound` for an unknown id."""
+        return await self._run(c.get_quote_policy(policy_id))
+
+    # ---------------------------------------------------------------- key versions, aliases, deletion
+    async def rotate_key(self, keyid: str) -> int:
+        """RotateKey: a new primary version (returned); older versions still decrypt."""
+        return await self._run(c.rotate_key(keyid))
+
+    async def list_key_versions(self, keyid: str) -> r.KeyVersions:
+        return await self._run(c.list_key_versions(keyid))
+
+    async def re_encrypt(
+        self,
+        keyid: str,
+        ciphertext: Bytes,
+        *,
+        aad: Bytes | None = None,
+        destination_keyid: str | None = None,
+        destination_aad: Bytes | None = None,
+    ) -> r.ReEncrypted:
+        """ReEncrypt a ciphertext of ``keyid`` under the primary version of ``destination_keyid`` (default: the
+        same key), without the plaintext leaving the server."""
+        return await self._run(c.re_encrypt(keyid, ciphertext, aad, destination_keyid, destination_aad))
+
+    async def describe_key(self, keyid: str) -> r.KeyDescription:
+        return await self._run(c.describe_key(keyid))
+
+    async def create_alias(self, keyid: str, alias: str) -> r.Alias:
+        """CreateAlias: ``alias`` names ``keyid`` wherever a keyid is taken."""
+        return await self._run(c.create_alias(keyid, alias))
+
+    async def update_alias(self, keyid: str, alias: str) -> r.Alias:
+        """UpdateAlias: point ``alias`` at another key."""
+        return await self._run(c.update_alias(keyid, alias))
+
+    async def delete_alias(self, alias: str) -> None:
+        await self._run(c.delete_alias(alias))
+
+    async def list_aliases(self) -> tuple[r.Alias, ...]:
+        return await self._run(c.list_aliases())
+
+    async def schedule_key_deletion(self, keyid: str, *, pending_window_days: int | None = None) -> r.KeyDeletion:
+        """ScheduleKeyDeletion: the key is unusable at once and deleted after 7..30 days (server default 30)."""
+        return await self._run(c.schedule_key_deletion(keyid, pending_window_days))
+
+    async def cancel_key_deletion(self, keyid: str) -> None:
+        """CancelKeyDeletion: the key is back in the state it had (enabled or disabled)."""
+        await self._run(c.cancel_key_deletion(keyid))

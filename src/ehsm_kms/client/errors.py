@@ -71,6 +71,13 @@ class SecretDeleted(errors.BadRequest):
     default_message = "Can not modify a deleted secret."
 
 
+class QuotePolicyNotFound(errors.BadRequest):
+    """GetQuotePolicy of an unknown id (or another app's): the server answers 200 with only the policyId."""
+
+    default_message = "Cannot find the quote policy"
+    exit_code = errors.EXIT_NOT_FOUND
+
+
 # ---------------------------------------------------------------- the table
 _EXACT: dict[tuple[int, str], type[errors.EhsmError]] = {
     (400, "Missing required parameters"): errors.BadRequest,
@@ -112,6 +119,20 @@ _EXACT: dict[tuple[int, str], type[errors.EhsmError]] = {
     (400, "Can not restore secret, the secretName not find."): SecretNotFound,
     (400, "Can not modify a deleted secret."): SecretDeleted,
     (400, "Can not put value for a deleted secret."): SecretDeleted,
+    # ours: key versions, aliases, scheduled deletion, audit, administration (docs/beyond.md)
+    (400, "keyid is pending deletion"): errors.KeyPendingDeletion,
+    (400, "keyid is not pending deletion"): errors.KeyNotPendingDeletion,
+    (400, "key version retired: the key version is below the key's minDecryptVersion"): errors.KeyVersionRetired,
+    (400, "keyversion error"): errors.KeyVersionInvalid,
+    (400, "minDecryptVersion must not be above the key's primary version"): errors.KeyVersionInvalid,
+    (400, "an external key cannot be rotated"): errors.KeyRotationRefused,
+    (500, "the key was rotated concurrently; try again"): errors.KeyRotationConflict,
+    (400, "alias already exists"): errors.AliasExists,
+    (400, "alias not found"): errors.AliasNotFound,
+    (400, "the key already has an alias"): errors.KeyHasAlias,
+    (400, "admin sign error"): errors.AdminAuthError,
+    (400, "app not found"): errors.AppNotFound,
+    (500, "audit log unavailable"): errors.AuditUnavailable,
 }
 
 _PREFIXES: tuple[tuple[str, type[errors.EhsmError]], ...] = (

@@ -146,6 +146,134 @@ class SecretDescription:
         return self.planned_delete_time is not None
 
 
+# ---------------------------------------------------------------- remote attestation (contract section 7)
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """GenerateQuote: the node's evidence for ``challenge`` (the base64 echo). With an SGX node, ``quote`` is the
+    DCAP quote; with a TPM node, the JSON form of the evidence (docs/attestation.md)."""
+
+    challenge: str
+    quote: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteVerification:
+    """VerifyQuote. ``result`` is the DCAP status as sgx_ql_qv_result_t (0: OK); a genuine quote verifies whatever
+    its status, so check ``ok`` (or ``result``) before trusting it. ``sign`` is the server's HMAC of the result."""
+
+    nonce: str
+    result: int
+    mr_enclave: str
+    mr_signer: str
+    sign: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result == 0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotePolicy:
+    """A stored quote policy (UploadQuotePolicy, GetQuotePolicy)."""
+
+    policy_id: str
+    mr_enclave: str
+    mr_signer: str
+    create_time: int | None = None
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.create_time)
+
+
+# ---------------------------------------------------------------- key versions, aliases, deletion (docs/beyond.md)
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """One row of ListKeyVersions."""
+
+    version: int
+    creation_date: int | None
+    primary: bool
+    retired: bool
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.creation_date)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVersions:
+    """ListKeyVersions: a key's versions, oldest first."""
+
+    keyid: str
+    primary_version: int
+    min_decrypt_version: int
+    versions: tuple[KeyVersion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReEncrypted:
+    """ReEncrypt: the ciphertext under the destination key's primary version."""
+
+    ciphertext: bytes
+    keyid: str
+    keyversion: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDescription:
+    """DescribeKey. ``rotation_period`` is in days (0: no automatic rotation)."""
+
+    keyid: str
+    keyspec: str
+    keyusage: str
+    origin: str
+    key_state: int
+    creation_date: int | None
+    expire_time: int | None
+    primary_version: int
+    min_decrypt_version: int
+    versions: tuple[int, ...]
+    alias: str | None = None
+    description: str | None = None
+    rotation_period: int = 0
+    next_rotation_date: int | None = None
+    deletion_date: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.key_state == 1
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.creation_date)
+
+    @property
+    def pending_deletion(self) -> bool:
+        return self.deletion_date is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """An alias and the key it names (CreateAlias, UpdateAlias, ListAliases)."""
+
+    alias: str
+    keyid: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDeletion:
+    """ScheduleKeyDeletion: the key is pending deletion until ``deletion_date`` (ms)."""
+
+    keyid: str
+    deletion_date: int | None
+    key_state: int
+
+    @property
+    def deletes_at(self) -> datetime | None:
+        return _when(self.deletion_date)
+
+
 # ---------------------------------------------------------------- reading result objects
 def need(result: Mapping[str, Any], key: str, action: str) -> Any:
     if key not in result:

@@ -23,7 +23,7 @@ from ehsm_kms import errors
 from ehsm_kms.core import keyblob, selftest
 from ehsm_kms.core.dk import DomainKeyRing
 from ehsm_kms.core.enclave_util import b64decode, b64encode
-from ehsm_kms.core.protocol import AppCredential, Call, KeyRef, Reply, SignedRequest
+from ehsm_kms.core.protocol import ALIAS_PREFIX, AppCredential, Call, KeyRef, Reply, SignedRequest
 from ehsm_kms.core.registry import HANDLERS
 from ehsm_kms.core.secret import SecretBytes
 from ehsm_kms.core.specs import KeySpec, KeyUsage, Origin
@@ -60,6 +60,17 @@ def cmk_binding(ref: KeyRef) -> keyblob.Binding:
         origin=ref.origin,
         key_version=ref.version,
     )
+
+
+def _names(value: Any, ref: KeyRef) -> bool:
+    """Whether a payload's key field names ``ref``: its keyid, or ``alias/<alias>`` for the alias its row has.
+
+    The alias mapping comes from the store, like the rest of the row; the blob's binding to the app (checked when
+    the key is opened) is what keeps an app to its own keys, so an alias can only ever lead to one of them.
+    """
+    if value == ref.keyid:
+        return True
+    return bool(ref.alias) and isinstance(value, str) and value == ALIAS_PREFIX + ref.alias
 
 
 class _Lru:
@@ -160,7 +171,7 @@ class Enclave:
             raise errors.KeyNotFound()
         ref = call.keys[index]
         auth = call.auth
-        if auth is None or ref.appid != auth.appid or ref.keyid != payload.get(field):
+        if auth is None or ref.appid != auth.appid or not _names(payload.get(field), ref):
             raise errors.KeyNotFound()  # another app's key answers exactly like an unknown one
         return ref
 
@@ -175,6 +186,7 @@ class Enclave:
 
 
 # Import for the side effect of registering the handlers.
-from ehsm_kms.core import ops_crypto, ops_keys  # noqa: E402
+import ehsm_kms.core.ops_quotes  # noqa: E402, F401
+from ehsm_kms.core import ops_admin, ops_crypto, ops_keys, ops_secrets, ops_versions  # noqa: E402, F401
 
 __all__ = ["Enclave", "apikey_binding", "b64decode", "b64encode", "cmk_binding", "ops_crypto", "ops_keys"]

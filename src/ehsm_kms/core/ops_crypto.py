@@ -181,6 +181,8 @@ def sign(enc: Enclave, call: Call) -> dict[str, Any]:
 def verify(enc: Enclave, call: Call) -> dict[str, Any]:
     payload = enc.payload(call)
     ref = enc.key_ref(call, payload)
+    if payload.get("keyversion") not in (None, "", ref.version):  # the version the caller asked for, no other
+        raise errors.KeyVersionInvalid()
     _require(ref, Op.SIGN)
     message, mtype, digest, padding = _sign_args(payload)
     signature = b64decode(payload.get("signature"))
@@ -212,6 +214,8 @@ def generate_mac(enc: Enclave, call: Call) -> dict[str, Any]:
 @handler("verify_mac")
 def verify_mac(enc: Enclave, call: Call) -> dict[str, Any]:
     payload, key, digest, message = _mac_args(enc, call)
+    if payload.get("keyversion") not in (None, "", enc.key_ref(call, payload).version):
+        raise errors.KeyVersionInvalid()
     return {"result": mac.verify(key, digest, message, b64decode(payload.get("mac")))}
 
 

@@ -34,6 +34,9 @@ class AppCredential(msgspec.Struct, frozen=True):
     apikey_blob: bytes
 
 
+ALIAS_PREFIX = "alias/"  # a payload's keyid may name a key by its alias: "alias/<name>"
+
+
 class KeyRef(msgspec.Struct, frozen=True):
     """One version of a CMK as the store holds it: metadata plus the DK-wrapped blob.
 
@@ -48,6 +51,7 @@ class KeyRef(msgspec.Struct, frozen=True):
     origin: int
     version: int
     blob: bytes
+    alias: str = ""  # the alias the store has for the key: a payload may name the key as "alias/<alias>"
 
 
 class Call(msgspec.Struct, frozen=True):

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from ehsm_kms import errors
 from ehsm_kms.core.protocol import SignedRequest
 from ehsm_kms.server.metrics import Metrics
-from ehsm_kms.service import apps
+from ehsm_kms.service import admin, apps, audit
 from ehsm_kms.service.all_actions import HANDLERS
 from ehsm_kms.service.node import Node
 from ehsm_kms.service.scheduler import Scheduler
@@ -45,6 +45,7 @@ class KmsApp:
         enroll_mode: str,
         clock_ms: Callable[[], int] | None = None,
         scheduler_interval_s: float = 5.0,
+        audit_fail_closed: bool = False,
     ) -> None:
         self._node_factory = node_factory
         self.node: Node | None = None
@@ -52,11 +53,20 @@ class KmsApp:
         self.metrics = Metrics()
         self.clock_ms: Callable[[], int] = clock_ms or (lambda: int(time.time() * 1000))
         self.draining = False
+        self._id_prefix = uuid.uuid4().hex[:8]
+        self._requests = 0
         self.scheduler_interval_s = scheduler_interval_s
         self.scheduler: Scheduler | None = None
+        self.audit_fail_closed = audit_fail_closed
+
+    def _request_id(self) -> str:
+        """Unique per process and start: a random prefix and a counter (cheaper than a UUID per request)."""
+        self._requests += 1
+        return f"{self._id_prefix}{self._requests:08x}"
 
     async def startup(self) -> None:
         self.node = await self._node_factory()
+        await admin.ensure_admin_credential(self.node)
         if self.scheduler_interval_s > 0:
             self.scheduler = Scheduler(self.node, interval_s=self.scheduler_interval_s)
             self.scheduler.start()
@@ -121,7 +131,8 @@ class KmsApp:
     # ---------------------------------------------------------------- the KMS
     async def _kms(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        request_id = uuid.uuid4().hex[:16]
+        request_id = self._request_id()
+        trail = audit.begin()
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         action_name = (query.get("Action") or [""])[0]
         appid = "-"
@@ -143,6 +154,11 @@ class KmsApp:
         except Exception:
             log.exception("request %s (%s) failed inside the server", request_id, action_name or "-")
             result = envelope.error(errors.InternalError())
+        if scope["path"] in KMS_PATHS:
+            client = _client(scope)
+            result = await audit.record(
+                self.node, trail, action_name, result, request_id, client, fail_closed=self.audit_fail_closed
+            )
         code = int(result.get("code", 500))
         seconds = time.perf_counter() - start
         self.metrics.observe(action_name if actions.lookup(action_name) else "unknown", code, seconds)
@@ -202,6 +218,7 @@ class KmsApp:
     ) -> tuple[dict[str, Any], str]:
         parsed = request.parse_json(body) if body else {}
         fields = request.check_envelope(parsed, info, self.clock_ms())
+        audit.note_request(fields.appid, fields.payload)
         req = SignedRequest(
             appid=fields.appid,
             timestamp=fields.timestamp,

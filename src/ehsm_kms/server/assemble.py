@@ -8,6 +8,7 @@ from ehsm_kms.config import Settings
 from ehsm_kms.core.coreconfig import CoreConfig
 from ehsm_kms.core.proxy import make_core
 from ehsm_kms.server.app import KmsApp
+from ehsm_kms.service import attestation
 from ehsm_kms.service.node import Node
 from ehsm_kms.storage import open_store
 
@@ -39,7 +40,7 @@ async def build_node(settings: Settings, *, secret: bytes | None = None) -> Node
     except BaseException:
         await store.close()
         raise
-    return Node(store, core, key_cache_ttl_ms=settings.key_cache_ttl_ms)
+    return attestation.configure(Node(store, core, key_cache_ttl_ms=settings.key_cache_ttl_ms), settings)
 
 
 def build_app(settings: Settings, *, secret: bytes | None = None) -> KmsApp:
@@ -50,4 +51,5 @@ def build_app(settings: Settings, *, secret: bytes | None = None) -> KmsApp:
         factory,
         enroll_mode=settings.effective_enroll_mode,
         scheduler_interval_s=settings.scheduler_interval_ms / 1000,
+        audit_fail_closed=settings.audit_fail_closed,
     )

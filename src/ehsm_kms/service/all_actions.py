@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ehsm_kms.service import crypto, keys
+from ehsm_kms.service import admin, aliases, attestation, crypto, deletion, keys, secrets, versions  # noqa: F401
 from ehsm_kms.service.registry import HANDLERS
 
 __all__ = ["HANDLERS", "crypto", "keys"]

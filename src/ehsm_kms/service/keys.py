@@ -62,7 +62,7 @@ async def list_key(node: Node, req: SignedRequest, payload: dict[str, Any]) -> O
 async def delete_key(node: Node, req: SignedRequest, payload: dict[str, Any]) -> Outcome:
     app = await node.app(req.appid)
     await node.verify(req, app)
-    keyid = payload.get("keyid")
+    keyid = await node.named_keyid(app, payload.get("keyid"))
     if isinstance(keyid, str):
         await node.store.delete_key(app.appid, keyid)  # unknown key: still "successful", as the original
         node.forget_key(keyid)
@@ -82,7 +82,7 @@ async def delete_all_key(node: Node, req: SignedRequest, payload: dict[str, Any]
 async def _set_state(node: Node, req: SignedRequest, payload: dict[str, Any], state: int) -> Outcome:
     app = await node.app(req.appid)
     await node.verify(req, app)
-    keyid = payload.get("keyid")
+    keyid = await node.named_keyid(app, payload.get("keyid"))
     if not isinstance(keyid, str) or not await node.store.set_key_state(app.appid, keyid, state):
         raise errors.KeyStateError()
     node.forget_key(keyid)

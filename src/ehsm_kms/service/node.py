@@ -23,11 +23,12 @@ from typing import Any, TypeVar
 
 from ehsm_kms import errors
 from ehsm_kms.core import ciphertext as ct_format
-from ehsm_kms.core.protocol import AppCredential, Call, KeyRef, SignedRequest
+from ehsm_kms.core.protocol import ALIAS_PREFIX, AppCredential, Call, KeyRef, SignedRequest
 from ehsm_kms.core.proxy import Core
 from ehsm_kms.core.specs import LIMITS, KeySpec, KeyUsage, Origin
+from ehsm_kms.service.audit import note_key
 from ehsm_kms.storage.base import ReplayEntry, Store
-from ehsm_kms.storage.records import AppRecord, KeyRecord, KeyVersionRecord
+from ehsm_kms.storage.records import KEY_PENDING_DELETION, AppRecord, KeyRecord, KeyVersionRecord
 from ehsm_kms.wire.request import js_string_to_number
 
 _AUTH_ERRORS = (errors.SignError, errors.ApiKeyUnavailable)
@@ -79,6 +80,7 @@ class LoadedKey:
             origin=int(Origin[r.origin]),
             version=self.version.version,
             blob=self.version.blob,
+            alias=r.alias,
         )
 
 
@@ -96,6 +98,7 @@ class Node:
         self.clock_ms: Callable[[], int] = clock_ms or (lambda: int(time.time() * 1000))
         self._apps = _TtlCache(key_cache_ttl_ms, self.clock_ms)
         self._keys = _TtlCache(key_cache_ttl_ms, self.clock_ms)
+        self._aliases = _TtlCache(key_cache_ttl_ms, self.clock_ms)
         self.core_seconds = 0.0
         self.core_calls = 0
         self.store_seconds = 0.0
@@ -136,10 +139,22 @@ class Node:
         self._apps.drop(appid)
 
     # ---------------------------------------------------------------- keys
-    async def key(self, app: AppRecord, keyid: Any, version: int | None = None) -> LoadedKey:
-        """A key of this app, usable now; another app's key answers exactly like an unknown one."""
+    async def key(
+        self,
+        app: AppRecord,
+        keyid: Any,
+        version: int | None = None,
+        *,
+        manage: bool = False,
+        named_version: bool = False,
+    ) -> LoadedKey:
+        """A key of this app (``keyid`` may be ``alias/<name>``), usable now; another app's key answers exactly
+        like an unknown one. ``manage``: any state will do (DescribeKey, CancelKeyDeletion ...). ``version``: that
+        version instead of the primary (read from a ciphertext, or ``named_version`` by the caller)."""
         if not isinstance(keyid, str) or "\x00" in keyid:  # NUL: as in app()
             raise errors.KeyNotFound()
+        if keyid.startswith(ALIAS_PREFIX):
+            keyid = await self.resolve_alias(app, keyid[len(ALIAS_PREFIX) :])
         loaded: LoadedKey | None = self._keys.get(keyid)
         if loaded is None:
             found = await self._timed_store(self.store.get_key(keyid))
@@ -150,16 +165,45 @@ class Node:
         rec = loaded.record
         if rec.appid != app.appid:
             raise errors.KeyNotFound()
-        if rec.state == 0:
-            raise errors.KeyDisabled()
-        if self.clock_ms() > rec.expire_ms:
-            raise errors.KeyExpired()
+        if not manage:
+            if rec.state == KEY_PENDING_DELETION:
+                raise errors.KeyPendingDeletion()
+            if rec.state == 0:
+                raise errors.KeyDisabled()
+            if self.clock_ms() > rec.expire_ms:
+                raise errors.KeyExpired()
         if version is not None and version != loaded.version.version:
+            if 1 <= version < rec.min_decrypt_version:  # a version that exists, retired (0 never exists)
+                raise errors.KeyVersionRetired()
             other = await self._timed_store(self.store.get_key_version(keyid, version))
             if other is None:
-                raise errors.DecryptionFailed()
+                raise errors.KeyVersionInvalid() if named_version else errors.DecryptionFailed()
             loaded = LoadedKey(rec, other)
+        note_key(rec.keyid, loaded.version.version)
         return loaded
+
+    async def resolve_alias(self, app: AppRecord, alias: str) -> str:
+        """The keyid of the app's alias (cached like keys); an unknown alias answers like an unknown key."""
+        cache_key = f"{app.appid}/{alias}"
+        keyid: str | None = self._aliases.get(cache_key)
+        if keyid is None:
+            keyid = await self._timed_store(self.store.get_key_by_alias(app.appid, alias))
+            if keyid is None:
+                raise errors.KeyNotFound()
+            self._aliases.put(cache_key, keyid)
+        return keyid
+
+    async def named_keyid(self, app: AppRecord, value: Any) -> Any:
+        """The keyid a payload's ``keyid`` names: ``alias/<name>`` resolved (None for an unknown alias)."""
+        if isinstance(value, str) and value.startswith(ALIAS_PREFIX):
+            try:
+                return await self.resolve_alias(app, value[len(ALIAS_PREFIX) :])
+            except errors.KeyNotFound:
+                return None
+        return value
+
+    def forget_alias(self, appid: str, alias: str) -> None:
+        self._aliases.drop(f"{appid}/{alias}")
 
     def forget_key(self, keyid: str) -> None:
         self._keys.drop(keyid)
@@ -237,6 +281,7 @@ class Node:
         fields: Sequence[str] = ("keyid",),
         *,
         version_field: str | None = None,
+        key_version: int | None = None,
         args: dict[str, Any] | None = None,
         record: bool = True,
         payload: dict[str, Any] | None = None,
@@ -256,7 +301,9 @@ class Node:
                 version = None
                 if i == 0 and version_field is not None:
                     version = self.ciphertext_version(payload.get(version_field))
-                keys.append(await self.key(app, payload.get(field), version))
+                if i == 0 and key_version is not None:
+                    version = key_version
+                keys.append(await self.key(app, payload.get(field), version, named_version=key_version is not None))
         except errors.EhsmError:
             await self.verify(req, app)
             raise

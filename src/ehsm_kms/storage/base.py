@@ -21,7 +21,10 @@ from importlib import resources
 from typing import Any, Protocol
 
 from ehsm_kms import errors
+from ehsm_kms.storage.keyadmin_base import KEY_COLUMNS, KEY_FIELDS, KeyAdminStore
+from ehsm_kms.storage.quotes_base import QuoteStore
 from ehsm_kms.storage.records import AppRecord, ImportRecord, KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.secrets_base import SecretStore
 
 # The names callers use; the helpers below are shared by the backends only.
 __all__ = [
@@ -44,7 +47,7 @@ class RecordExists(errors.InternalError):
     """A create hit an existing primary key (an appid or keyid is generated, so this means a bug)."""
 
 
-class Store(Protocol):
+class Store(SecretStore, KeyAdminStore, QuoteStore, Protocol):
     """What the service needs from persistence. Both backends pass the same contract suite."""
 
     async def migrate(self) -> None:
@@ -215,15 +218,11 @@ class Queries:
     insert_version: str = "INSERT INTO key_versions (keyid, version, blob, created_ms) VALUES (?, ?, ?, ?)"
     # The key with its primary version: the key's columns, then the version's blob and created_ms.
     get_key: str = (
-        "SELECT k.keyid, k.appid, k.keyspec, k.usage, k.origin, k.state, k.creation_ms, k.expire_ms, "
-        "k.alias, k.description, k.primary_version, v.blob, v.created_ms FROM keys k "
+        f"SELECT {KEY_COLUMNS}, v.blob, v.created_ms FROM keys k "  # noqa: S608 (fixed column list)
         "JOIN key_versions v ON v.keyid = k.keyid AND v.version = k.primary_version WHERE k.keyid = ?"
     )
     get_version: str = "SELECT keyid, version, blob, created_ms FROM key_versions WHERE keyid = ? AND version = ?"
-    list_keys: str = (
-        "SELECT keyid, appid, keyspec, usage, origin, state, creation_ms, expire_ms, alias, description, "
-        "primary_version FROM keys WHERE appid = ? ORDER BY creation_ms, keyid"
-    )
+    list_keys: str = f"SELECT {KEY_COLUMNS} FROM keys k WHERE k.appid = ? ORDER BY k.creation_ms, k.keyid"  # noqa: S608
     key_exists: str = "SELECT 1 FROM keys WHERE keyid = ?"
     set_key_state: str = "UPDATE keys SET state = ? WHERE keyid = ? AND appid = ?"
     delete_key: str = "DELETE FROM keys WHERE keyid = ? AND appid = ?"
@@ -291,7 +290,7 @@ def import_row(rec: ImportRecord) -> tuple[object, ...]:
     return (rec.keyid, rec.token_id, rec.wrapping_blob, rec.wrapping_spec, rec.expires_ms)
 
 
-_KEY_FIELDS = 11
+_KEY_FIELDS = KEY_FIELDS
 
 
 def key_with_primary(row: Sequence[Any]) -> tuple[KeyRecord, KeyVersionRecord]:

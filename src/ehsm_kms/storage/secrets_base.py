@@ -135,8 +135,7 @@ def check_new_secret(secret: SecretRecord, first: SecretVersionRecord) -> None:
         raise ValueError(f"secret {secret.secret_id}: a new secret is not pending deletion")
 
 
-# A secret is visible until its deletion falls due; the parameter is now (ms).
-_VISIBLE = "(planned_delete_ms IS NULL OR planned_delete_ms > ?)"
+# A secret is visible until its deletion falls due: "planned_delete_ms IS NULL OR planned_delete_ms > now".
 _SELECT_SECRET = (
     "SELECT s.secret_id, s.appid, s.name, s.created_ms, s.encryption_key_id, s.description, s.deleted_ms, "
     "s.planned_delete_ms, s.rotation_interval, s.next_rotation_ms, coalesce(c.version, 0) FROM secrets s "
@@ -154,8 +153,7 @@ class SecretQueries:
         "planned_delete_ms, rotation_interval, next_rotation_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     insert_current_version: str = (
-        "INSERT INTO secret_versions (secret_id, version, ciphertext, created_ms, is_current) "
-        "VALUES (?, ?, ?, ?, TRUE)"
+        "INSERT INTO secret_versions (secret_id, version, ciphertext, created_ms, is_current) VALUES (?, ?, ?, ?, TRUE)"
     )
     # A due secret of the same name is gone; removing it lets its name be used again.
     drop_due_named: str = "DELETE FROM secrets WHERE appid = ? AND name = ? AND planned_delete_ms <= ?"
@@ -179,12 +177,16 @@ class SecretQueries:
     )
     list_versions: str = "SELECT version, created_ms FROM secret_versions WHERE secret_id = ? ORDER BY version"
     schedule_deletion: str = (
-        f"UPDATE secrets SET deleted_ms = ?, planned_delete_ms = ? WHERE appid = ? AND name = ? AND {_VISIBLE}"
+        "UPDATE secrets SET deleted_ms = ?, planned_delete_ms = ? WHERE appid = ? AND name = ? "
+        "AND (planned_delete_ms IS NULL OR planned_delete_ms > ?)"
     )
     restore: str = (
-        f"UPDATE secrets SET deleted_ms = NULL, planned_delete_ms = NULL WHERE appid = ? AND name = ? AND {_VISIBLE}"
+        "UPDATE secrets SET deleted_ms = NULL, planned_delete_ms = NULL WHERE appid = ? AND name = ? "
+        "AND (planned_delete_ms IS NULL OR planned_delete_ms > ?)"
     )
-    delete: str = f"DELETE FROM secrets WHERE appid = ? AND name = ? AND {_VISIBLE}"
+    delete: str = (
+        "DELETE FROM secrets WHERE appid = ? AND name = ? AND (planned_delete_ms IS NULL OR planned_delete_ms > ?)"
+    )
     get_key: str = "SELECT blob FROM secret_default_keys WHERE appid = ?"
     put_key: str = (
         "INSERT INTO secret_default_keys (appid, blob, created_ms) VALUES (?, ?, ?) ON CONFLICT (appid) DO NOTHING"

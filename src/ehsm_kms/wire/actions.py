@@ -94,6 +94,15 @@ def _table() -> dict[str, ActionInfo]:
             "ScheduleKeyDeletion",
             "CancelKeyDeletion",
             "GenerateRandom",
+            "SetMinDecryptVersion",
+            "UpdateKeyRotation",
+            "UpdateKeyDescription",
+            "AdminListApps",
+            "AdminShowApp",
+            "AdminRotateApiKey",
+            "AdminRevokeApp",
+            "AdminRestoreApp",
+            "AdminIssueEnrollToken",
         )
     ]
     return {row.name: row for row in rows}

@@ -41,6 +41,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ehsm_kms import errors
+from ehsm_kms.core.ciphertext import KEY_VERSION_MAX
 from ehsm_kms.core.specs import DigestMode, KeySpec, KeyUsage, MessageType, Origin, PaddingMode
 from ehsm_kms.wire.sign import js_number
 
@@ -155,7 +156,25 @@ def _const(key: str, names: Mapping[str, object], *, required: bool = True) -> R
     return Rule(key, RuleType.CONST, required, values=frozenset(names))
 
 
-KEYID = _string("keyid", 36, 36, pattern=UUID_PATTERN)
+ALIAS_REF_PATTERN = re.compile(r"alias/[A-Za-z0-9_.\-]{1,64}", re.ASCII)
+ALIAS_PATTERN = re.compile(r"(alias/)?[A-Za-z0-9_.\-]{1,64}", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRefRule(Rule):
+    """A keyid, or (ours) ``alias/<name>``; anything else answers the original's messages for a keyid."""
+
+    def error(self, value: Any) -> str | None:
+        if isinstance(value, str) and ALIAS_REF_PATTERN.fullmatch(value) is not None:
+            return None
+        return Rule.error(self, value)
+
+
+def _keyref(key: str, *, required: bool = True) -> Rule:
+    return KeyRefRule(key, RuleType.STRING, required, min_length=36, max_length=36, pattern=UUID_PATTERN)
+
+
+KEYID = _keyref("keyid")
 AAD = _b64("aad", None, B64_MAX, required=False)
 KEYSPEC = _const("keyspec", KeySpec.__members__)
 ORIGIN = _const("origin", Origin.__members__)
@@ -179,7 +198,7 @@ _RULES: dict[str, tuple[Rule, ...]] = {
     "GenerateDataKey": (KEYID, KEYLEN, AAD),
     "GenerateDataKeyWithoutPlaintext": (KEYID, KEYLEN, AAD),
     "Sign": _SIGN,
-    "Verify": (*_SIGN, _b64("signature", 1, B64_MAX)),
+    "Verify": (*_SIGN, _b64("signature", 1, B64_MAX), _int("keyversion", 1, KEY_VERSION_MAX, required=False)),
     "AsymmetricEncrypt": (KEYID, _b64("plaintext", 1, B64_MAX), PADDING_MODE),
     "AsymmetricDecrypt": (KEYID, _b64("ciphertext", 1, B64_MAX), PADDING_MODE),
     "GetPublicKey": (KEYID,),
@@ -229,18 +248,33 @@ _RULES: dict[str, tuple[Rule, ...]] = {
         MESSAGE,
         _const("digest_mode", DigestMode.__members__, required=False),
         _b64("mac", 1, B64_MAX),
+        _int("keyversion", 1, KEY_VERSION_MAX, required=False),
     ),
     "RotateKey": (KEYID,),
     "ListKeyVersions": (KEYID,),
     "DescribeKey": (KEYID,),
-    "ScheduleKeyDeletion": (KEYID,),
+    "ScheduleKeyDeletion": (KEYID, _int("pendingWindowInDays", 7, 30, required=False)),
     "CancelKeyDeletion": (KEYID,),
-    # Field names of these are not settled yet; until then only the service checks their payloads.
-    "ReEncrypt": (),
-    "CreateAlias": (),
-    "UpdateAlias": (),
-    "DeleteAlias": (),
+    "ReEncrypt": (
+        KEYID,
+        _b64("ciphertext", 1, DECRYPT_CIPHERTEXT_MAX),
+        AAD,
+        _keyref("destination_keyid", required=False),
+        _b64("destination_aad", None, B64_MAX, required=False),
+    ),
+    "CreateAlias": (KEYID, _string("alias", 1, 70, pattern=ALIAS_PATTERN)),
+    "UpdateAlias": (KEYID, _string("alias", 1, 70, pattern=ALIAS_PATTERN)),
+    "DeleteAlias": (_string("alias", 1, 70, pattern=ALIAS_PATTERN),),
     "ListAliases": (),
+    "SetMinDecryptVersion": (KEYID, _int("minDecryptVersion", 1, KEY_VERSION_MAX)),
+    "UpdateKeyRotation": (KEYID, _int("rotationPeriod", 0, 3650)),
+    "UpdateKeyDescription": (KEYID, DESCRIPTION),
+    "AdminListApps": (),
+    "AdminShowApp": (_string("appid", 1, 64),),
+    "AdminRotateApiKey": (_string("appid", 1, 64),),
+    "AdminRevokeApp": (_string("appid", 1, 64),),
+    "AdminRestoreApp": (_string("appid", 1, 64),),
+    "AdminIssueEnrollToken": (_int("ttlHours", 1, 720, required=False),),
 }
 
 RULES: Mapping[str, tuple[Rule, ...]] = MappingProxyType(_RULES)
