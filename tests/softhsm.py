@@ -82,9 +82,7 @@ class SoftHsm:
             check=False,
         )
         if result.returncode != 0:
-            pytest.fail(
-                f"softhsm2-util --init-token failed: {result.stderr.strip() or result.stdout.strip()}"
-            )
+            pytest.fail(f"softhsm2-util --init-token failed: {result.stderr.strip() or result.stdout.strip()}")
         self.activate()
         return Token(label=label, pin=pin, so_pin=so_pin)
 

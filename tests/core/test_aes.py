@@ -24,9 +24,7 @@ def test_wycheproof_aes_gcm() -> None:
     for group in data["testGroups"]:
         assert group["tagSize"] == 128
         for case in group["tests"]:
-            key, iv, aad, msg, ct, tag = (
-                bytes.fromhex(case[f]) for f in ("key", "iv", "aad", "msg", "ct", "tag")
-            )
+            key, iv, aad, msg, ct, tag = (bytes.fromhex(case[f]) for f in ("key", "iv", "aad", "msg", "ct", "tag"))
             label = f"tcId {case['tcId']}"
             if group["ivSize"] != 96:
                 # Our format only ever makes 96-bit nonces; the primitive refuses every other size, both ways.

@@ -166,9 +166,7 @@ def test_any_changed_byte_fails(data: st.DataObject, spec: KeySpec, plaintext: b
 
 
 @given(data=st.data(), spec=spec_st, plaintext=plain_st, aad=aad_st, other=aad_st)
-def test_changed_aad_fails(
-    data: st.DataObject, spec: KeySpec, plaintext: bytes, aad: bytes, other: bytes
-) -> None:
+def test_changed_aad_fails(data: st.DataObject, spec: KeySpec, plaintext: bytes, aad: bytes, other: bytes) -> None:
     mod, key = MODULES[spec], data.draw(_key(spec))
     ct = mod.encrypt(spec, key, plaintext, aad, 3)
     if other == aad:
@@ -177,9 +175,7 @@ def test_changed_aad_fails(
 
 
 @given(data=st.data(), spec=spec_st, plaintext=plain_st, aad=aad_st)
-def test_truncated_or_extended_fails(
-    data: st.DataObject, spec: KeySpec, plaintext: bytes, aad: bytes
-) -> None:
+def test_truncated_or_extended_fails(data: st.DataObject, spec: KeySpec, plaintext: bytes, aad: bytes) -> None:
     mod, key = MODULES[spec], data.draw(_key(spec))
     ct = mod.encrypt(spec, key, plaintext, aad, 3)
     cut = data.draw(st.integers(0, len(ct) - 1))
@@ -211,9 +207,7 @@ def test_wrong_key_fails(data: st.DataObject, spec: KeySpec, plaintext: bytes, a
 
 @settings(max_examples=50)
 @given(data=st.data(), plaintext=plain_st, aad=aad_st)
-def test_ciphertext_of_one_spec_fails_under_another(
-    data: st.DataObject, plaintext: bytes, aad: bytes
-) -> None:
+def test_ciphertext_of_one_spec_fails_under_another(data: st.DataObject, plaintext: bytes, aad: bytes) -> None:
     """The same 16 key bytes as AES-128, SM4-CTR and SM4-CBC: no spec opens another's ciphertext."""
     key = data.draw(st.binary(min_size=16, max_size=16))
     specs = [KeySpec.EH_AES_GCM_128, KeySpec.EH_SM4_CTR, KeySpec.EH_SM4_CBC]

@@ -78,9 +78,7 @@ def _entry(version: int, key: bytes = b"\x11" * 32) -> bytes:
     return struct.pack(">I", version) + key
 
 
-def _ring(
-    current: int, *entries: bytes, magic: bytes = b"EHDKRING", fmt: int = 1, count: int | None = None
-) -> bytes:
+def _ring(current: int, *entries: bytes, magic: bytes = b"EHDKRING", fmt: int = 1, count: int | None = None) -> bytes:
     n = len(entries) if count is None else count
     return magic + bytes([fmt]) + struct.pack(">II", current, n) + b"".join(entries)
 

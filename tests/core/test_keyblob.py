@@ -238,9 +238,7 @@ def test_property_any_changed_byte_fails(material: bytes, data: st.DataObject) -
 
 
 @settings(deadline=None)
-@given(
-    material=st.binary(max_size=256), cut=st.integers(min_value=1, max_value=300), extra=st.binary(min_size=1)
-)
+@given(material=st.binary(max_size=256), cut=st.integers(min_value=1, max_value=300), extra=st.binary(min_size=1))
 def test_property_truncated_or_extended_fails(material: bytes, cut: int, extra: bytes) -> None:
     blob = keyblob.wrap(RING, BINDING, material)
     _fails(RING, BINDING, blob[: max(0, len(blob) - cut)])

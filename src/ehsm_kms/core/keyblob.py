@@ -134,9 +134,7 @@ def associated_data(dk_version: int, binding: Binding) -> bytes:
         raise errors.CryptoError() from None
 
 
-def _wrap_with_nonce(
-    ring: DomainKeyRing, version: int, binding: Binding, material: bytes, nonce: bytes
-) -> bytes:
+def _wrap_with_nonce(ring: DomainKeyRing, version: int, binding: Binding, material: bytes, nonce: bytes) -> bytes:
     """:func:`wrap` with the DK version and nonce chosen by the caller: golden vectors only, never keys."""
     if len(nonce) != NONCE_SIZE or not isinstance(material, bytes | bytearray | memoryview):
         raise errors.CryptoError()

@@ -95,9 +95,7 @@ def get_public_key(enc: Enclave, call: Call) -> dict[str, Any]:
     return {"pubkey": asymmetric_key(enc, ref).public_pem(), "keyid": ref.keyid}
 
 
-def _token_mac(
-    enc: Enclave, appid: str, keyid: str, version: int, token_id: str, expires: int, dk_version: int
-) -> str:
+def _token_mac(enc: Enclave, appid: str, keyid: str, version: int, token_id: str, expires: int, dk_version: int) -> str:
     fields = [appid.encode(), keyid.encode(), str(version).encode(), token_id.encode(), str(expires).encode()]
     message = b"".join(struct.pack(">I", len(f)) + f for f in fields)
     key = enc.ring.derive(_TOKEN_PURPOSE, version=dk_version)  # a token outlives a DK rotation
@@ -156,9 +154,7 @@ def import_key_material(enc: Enclave, call: Call) -> dict[str, Any]:
     # Both spellings existing clients send (the contract's code reads importToken, its docs say ImportToken).
     token = parse_import_token(payload.get("importToken") or payload.get("ImportToken"))
     try:
-        expected = _token_mac(
-            enc, ref.appid, ref.keyid, ref.version, token["token_id"], token["expires"], token["dkv"]
-        )
+        expected = _token_mac(enc, ref.appid, ref.keyid, ref.version, token["token_id"], token["expires"], token["dkv"])
     except errors.EhsmError:
         raise errors.ImportTokenError() from None
     if (
@@ -188,11 +184,7 @@ def import_key_material(enc: Enclave, call: Call) -> dict[str, Any]:
     except errors.EhsmError:
         raise errors.ImportFailed() from None
     target = info(KeySpec(ref.keyspec))
-    valid = (
-        16 <= len(key_material) <= 64
-        if target.family is Family.HMAC
-        else len(key_material) == target.key_bytes
-    )
+    valid = 16 <= len(key_material) <= 64 if target.family is Family.HMAC else len(key_material) == target.key_bytes
     if not valid:
         raise errors.ImportFailed()
     return {"blob": enc.wrap_cmk(ref, key_material)}

@@ -127,9 +127,7 @@ class IsolatedCore:
             await self._reap()
             raise errors.CoreStartError(reply.message or "the core refused to start")
         self.hardening = dict(reply.result.get("hardening", {}))
-        log.info(
-            "isolated core started (pid %s, DK version %s)", self._proc.pid, reply.result.get("dk_version")
-        )
+        log.info("isolated core started (pid %s, DK version %s)", self._proc.pid, reply.result.get("dk_version"))
         self._reader_task = asyncio.create_task(self._read_loop(reader))
         self._ready.set()
 

@@ -107,9 +107,7 @@ def encrypt(spec: KeySpec, key: bytes, plaintext: bytes, aad: bytes, key_version
     return _encrypt_with_iv(spec, key, plaintext, aad, key_version, iv=os.urandom(IV_LEN))
 
 
-def _encrypt_with_iv(
-    spec: KeySpec, key: bytes, plaintext: bytes, aad: bytes, key_version: int, *, iv: bytes
-) -> bytes:
+def _encrypt_with_iv(spec: KeySpec, key: bytes, plaintext: bytes, aad: bytes, key_version: int, *, iv: bytes) -> bytes:
     """:func:`encrypt` with a given IV: for known-answer tests only (a repeated CTR IV leaks plaintext)."""
     fmt = _format(spec)
     if len(key) != KEY_LEN or len(iv) != IV_LEN:

@@ -28,9 +28,7 @@ def token_digest(token: str) -> bytes:
 async def enroll(node: Node, mode: str, token: str | None) -> dict[str, str]:
     if mode == "closed":
         raise errors.EnrollRefused("enrollment is closed on this server")
-    if mode == "token" and (
-        not token or not await node.store.take_enroll_token(token_digest(token), node.clock_ms())
-    ):
+    if mode == "token" and (not token or not await node.store.take_enroll_token(token_digest(token), node.clock_ms())):
         raise errors.EnrollRefused("enrollment needs a valid one-time enrollment token")
     made = await node.core.call(Call(op="enroll"))
     await node.store.create_app(

@@ -48,14 +48,10 @@ class FileSealer:
     def unseal(self, sealed: bytes) -> bytes:
         self._check()
         head, body = base.split(self.name, sealed)
-        log.warning(
-            "the domain key is read from an unprotected file (plaintext 'file' sealer): for development only"
-        )
+        log.warning("the domain key is read from an unprotected file (plaintext 'file' sealer): for development only")
         digest, data = body[:_DIGEST], body[_DIGEST:]
         if len(digest) != _DIGEST or not hmac.compare_digest(digest, hashlib.sha256(head + data).digest()):
-            raise errors.CoreStartError(
-                "cannot unseal the domain key: damaged sealed file (checksum mismatch)"
-            )
+            raise errors.CoreStartError("cannot unseal the domain key: damaged sealed file (checksum mismatch)")
         return data
 
     def _check(self) -> None:

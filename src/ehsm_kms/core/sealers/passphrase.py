@@ -86,9 +86,7 @@ class PassphraseSealer:
             raise errors.CoreStartError("cannot unseal the domain key: the sealed file is truncated")
         kdf, log_n, r, p = _PARAMS.unpack_from(body)
         if kdf != KDF_SCRYPT:
-            raise errors.CoreStartError(
-                f"cannot unseal the domain key: unknown key-derivation function {kdf}"
-            )
+            raise errors.CoreStartError(f"cannot unseal the domain key: unknown key-derivation function {kdf}")
         if not _params_ok(log_n, r, p):
             raise errors.CoreStartError(
                 "cannot unseal the domain key: the sealed file asks for scrypt parameters out of bounds"

@@ -47,13 +47,9 @@ class Pkcs11Sealer:
 
     __slots__ = ("_pin", "key_label", "module_path", "token_label")
 
-    def __init__(
-        self, module_path: str, token_label: str, pin: str, key_label: str = DEFAULT_KEY_LABEL
-    ) -> None:
+    def __init__(self, module_path: str, token_label: str, pin: str, key_label: str = DEFAULT_KEY_LABEL) -> None:
         if not module_path or not token_label or not key_label:
-            raise errors.CoreStartError(
-                "the PKCS#11 sealer needs a module path, a token label and a key label"
-            )
+            raise errors.CoreStartError("the PKCS#11 sealer needs a module path, a token label and a key label")
         if not pin:
             raise errors.CoreStartError(f"no PIN given for PKCS#11 token '{token_label}'")
         self.module_path = module_path
@@ -79,9 +75,7 @@ class Pkcs11Sealer:
             if key is None:
                 key = self._create_key(session)
             try:
-                sealed = key.encrypt(
-                    data, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, head + prefix)
-                )
+                sealed = key.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, head + prefix))
             except p11e.PKCS11Error as exc:
                 raise errors.CoreStartError(
                     f"PKCS#11 token '{self.token_label}' could not seal the domain key with AES-GCM "
@@ -153,21 +147,13 @@ class Pkcs11Sealer:
         except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
             raise errors.CoreStartError(f"PKCS#11 login failed: wrong PIN for token '{label}'") from None
         except p11e.PinLocked:
-            raise errors.CoreStartError(
-                f"PKCS#11 login failed: the PIN of token '{label}' is locked"
-            ) from None
+            raise errors.CoreStartError(f"PKCS#11 login failed: the PIN of token '{label}' is locked") from None
         except p11e.PinExpired:
-            raise errors.CoreStartError(
-                f"PKCS#11 login failed: the PIN of token '{label}' has expired"
-            ) from None
+            raise errors.CoreStartError(f"PKCS#11 login failed: the PIN of token '{label}' has expired") from None
         except p11e.UserPinNotInitialized:
-            raise errors.CoreStartError(
-                f"PKCS#11 login failed: token '{label}' has no user PIN set"
-            ) from None
+            raise errors.CoreStartError(f"PKCS#11 login failed: token '{label}' has no user PIN set") from None
         except p11e.PKCS11Error as exc:
-            raise errors.CoreStartError(
-                f"PKCS#11 login to token '{label}' failed ({type(exc).__name__})"
-            ) from None
+            raise errors.CoreStartError(f"PKCS#11 login to token '{label}' failed ({type(exc).__name__})") from None
 
     def _find_key(self, session: Any) -> Any:
         template = {
@@ -190,9 +176,7 @@ class Pkcs11Sealer:
             )
         key = found[0]
         try:
-            protected = (
-                key[Attribute.SENSITIVE] and not key[Attribute.EXTRACTABLE] and key[Attribute.VALUE_LEN] == 32
-            )
+            protected = key[Attribute.SENSITIVE] and not key[Attribute.EXTRACTABLE] and key[Attribute.VALUE_LEN] == 32
         except p11e.PKCS11Error:
             protected = False
         if not protected:
