@@ -16,7 +16,6 @@ import contextlib
 import logging
 import socket
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -90,8 +89,6 @@ class IsolatedCore:
         self._ready = asyncio.Event()
         self.restarts = 0
         self.hardening: dict[str, Any] = {}
-        self.round_trip_seconds = 0.0  # sum, for /metrics
-        self.round_trips = 0
 
     @property
     def pid(self) -> int | None:
@@ -203,13 +200,10 @@ class IsolatedCore:
         rid = self._take_id()
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
-        start = time.perf_counter()
         writer.write(channel.frame(rid, encode(call)))
         if writer.transport.get_write_buffer_size() > 1 << 20:
             await writer.drain()
         reply = await fut
-        self.round_trip_seconds += time.perf_counter() - start
-        self.round_trips += 1
         return raise_reply(reply)
 
     async def close(self) -> None:
