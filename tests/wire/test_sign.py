@@ -150,3 +150,16 @@ def test_any_json_value_renders_and_signs(payload: Any, nonce: Any) -> None:
     assert len(mac) == 44
     assert len(base64.b64decode(mac, validate=True)) == 32
     assert sign.signature_matches(mac, mac)
+
+
+@given(payload=st.dictionaries(st.text(), JSON, max_size=8))
+def test_plain_dict_fast_path_renders_as_the_general_rule(payload: dict[str, Any]) -> None:
+    # A MappingProxyType is a Mapping but not a dict, so it always takes the general path.
+    from types import MappingProxyType
+
+    assert sign.render(payload) == sign.render(MappingProxyType(payload))
+
+
+def test_fast_path_gives_way_to_utf16_order_for_non_ascii_keys() -> None:
+    # U+FF61 sorts after U+1F600 by code point, before it by UTF-16 code unit (0xD83D).
+    assert sign.render({"\U0001f600": "a", "\uff61": "b"}) == "\U0001f600=a&\uff61=b"

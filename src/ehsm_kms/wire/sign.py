@@ -97,8 +97,40 @@ def _loosely_empty(value: Any) -> bool:
     return False  # objects: "[object Object]" != ""
 
 
+def _render_plain(obj: dict[str, Any]) -> str | None:
+    """:func:`render` for the common case, or None to take the general path.
+
+    The common case: a ``dict`` (what JSON decoding gives) whose keys are all ASCII, so that sorting by code
+    point is sorting by UTF-16 code unit; values that are text are appended without the general path's
+    type dispatch. Anything else (nested values included) is rendered by the general rules.
+    """
+    try:
+        keys = sorted(obj)
+    except TypeError:
+        return None
+    parts: list[str] = []
+    for key in keys:
+        if type(key) is not str or not key.isascii():
+            return None
+        value = obj[key]
+        if type(value) is str:
+            if value:
+                parts.append(f"{key}={value}")
+        elif _loosely_empty(value):
+            continue
+        elif isinstance(value, Mapping | list | tuple):
+            parts.append(f"{key}={render(value)}")
+        else:
+            parts.append(f"{key}={_js_to_string(value)}")
+    return "&".join(parts)
+
+
 def render(obj: Mapping[str, Any] | list[Any] | tuple[Any, ...]) -> str:
     """``params_sort_str`` of the original service, for an object or an array."""
+    if type(obj) is dict:
+        plain = _render_plain(obj)
+        if plain is not None:
+            return plain
     if isinstance(obj, Mapping):
         items: list[tuple[str, Any]] = [(str(k), v) for k, v in obj.items()]
     else:
