@@ -32,9 +32,12 @@ def default_data_dir() -> Path:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 9000
+    workers: int = 1  # server processes sharing the listening socket (each with its own core)
     data_dir: str = ""
     store_url: str = ""  # sqlite:///path or postgresql://...; default: SQLite in data_dir
-    run_mode: str = "single"
+    run_mode: str = "single"  # single: the core seals its own DK; cluster: the DK comes from the dkeycache
+    dkeycache_socket: str = "/run/ehsm-kms/dkeycache.sock"  # cluster mode: the machine's dkeycache
+    dk_refresh_interval_ms: int = 30000  # how often the core looks for a newer DK ring (0: only on demand)
     core_mode: str = "isolated"
     sealer: str = "passphrase"
     sealer_secret: str = ""  # file:<path> | env:<VAR> | prompt
@@ -94,6 +97,12 @@ class Settings:
             raise errors.ConfigError(f"core_mode must be one of {', '.join(CORE_MODES)}")
         if self.run_mode not in RUN_MODES:
             raise errors.ConfigError(f"run_mode must be one of {', '.join(RUN_MODES)}")
+        if not 1 <= self.workers <= 64:
+            raise errors.ConfigError("workers must be between 1 and 64")
+        if self.run_mode == "cluster" and not self.dkeycache_socket:
+            raise errors.ConfigError("run_mode cluster needs dkeycache_socket (the dkeycache's Unix socket)")
+        if self.dk_refresh_interval_ms < 0:
+            raise errors.ConfigError("dk_refresh_interval_ms must be 0 or more")
         if not 0 <= self.port <= 65535:
             raise errors.ConfigError("port must be between 0 and 65535")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -47,6 +47,7 @@ def uvicorn_options(settings: config.Settings) -> dict[str, Any]:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings file.")
 @click.option("--host", help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 9000).")
+@click.option("--workers", type=int, help="Server processes sharing the port, each with its own core (default 1).")
 @click.option("--data-dir", help="Data directory, created on first start (default: per-user data directory).")
 @click.option("--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory).")
 @click.option("--core-mode", type=click.Choice(config.CORE_MODES), help="isolated (default) or inprocess.")
@@ -72,7 +73,6 @@ def serve(config_file: str | None, **overrides: Any) -> None:
     settings = config.load(config_file=config_file, overrides=overrides)
     setup_logging(settings.log_level)
     secret = _secret_for(settings)
-    app = build_app(settings, secret=secret)
     ssl: dict[str, Any] = {}
     if settings.tls_cert:
         ssl = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
@@ -89,7 +89,33 @@ def serve(config_file: str | None, **overrides: Any) -> None:
         settings.sealer,
         settings.effective_enroll_mode,
     )
-    server = uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings), **ssl))
-    server.run()
-    if not server.started:
-        raise SystemExit(errors.EXIT_SERVER)
+    if settings.workers == 1:
+        server = uvicorn.Server(uvicorn.Config(build_app(settings, secret=secret), **uvicorn_options(settings), **ssl))
+        server.run()
+        if not server.started:
+            raise SystemExit(errors.EXIT_SERVER)
+        return
+    raise SystemExit(_run_workers(settings, secret, ssl))
+
+
+def _run_workers(settings: config.Settings, secret: bytes | None, ssl: dict[str, Any]) -> int:
+    import uvicorn
+
+    from ehsm_kms.server import workers
+    from ehsm_kms.server.assemble import build_app
+
+    try:
+        reserved = workers.reserve(settings.host, settings.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror)
+        return errors.EXIT_SERVER
+
+    def run_worker() -> int:
+        # Each worker builds its own app (its own store connections, core child and request-id prefix).
+        listening = workers.listen(settings.host, settings.port)
+        server = uvicorn.Server(uvicorn.Config(build_app(settings, secret=secret), **uvicorn_options(settings), **ssl))
+        server.run(sockets=[listening])
+        return 0 if server.started else errors.EXIT_SERVER
+
+    log.info("starting %d workers", settings.workers)
+    return workers.Supervisor(reserved, settings.workers, run_worker).run()
