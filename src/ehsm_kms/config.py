@@ -20,6 +20,7 @@ ENV_PREFIX = "EHSM_KMS_"
 ENROLL_MODES = ("open", "token", "closed")
 CORE_MODES = ("isolated", "inprocess")
 RUN_MODES = ("single", "cluster")
+SEALERS = ("passphrase", "pkcs11", "tpm2", "file")
 
 
 def default_data_dir() -> Path:
@@ -41,6 +42,7 @@ class Settings:
     core_mode: str = "isolated"
     sealer: str = "passphrase"
     sealer_secret: str = ""  # file:<path> | env:<VAR> | prompt
+    sealer_tcti: str = "device:/dev/tpmrm0"  # tpm2 sealer: the TPM that seals the DK
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token: str = "ehsm-kms"
     allow_file_sealer: bool = False
@@ -95,6 +97,8 @@ class Settings:
             raise errors.ConfigError(f"enroll_mode must be one of {', '.join(ENROLL_MODES)}")
         if self.core_mode not in CORE_MODES:
             raise errors.ConfigError(f"core_mode must be one of {', '.join(CORE_MODES)}")
+        if self.sealer not in SEALERS:
+            raise errors.ConfigError(f"sealer must be one of {', '.join(SEALERS)}")
         if self.run_mode not in RUN_MODES:
             raise errors.ConfigError(f"run_mode must be one of {', '.join(RUN_MODES)}")
         if not 1 <= self.workers <= 64:

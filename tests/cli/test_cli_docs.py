@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from tests.cli.harness import Cli
-from tests.client.harness import require_secret_actions
-from tests.live import ROOT
+from tests.client.harness import admin_from_log, require_secret_actions
+from tests.live import ROOT, LiveServer
 
 DOC = ROOT / "docs" / "cli.md"
 DOC_URL = "http://127.0.0.1:9000"
@@ -27,8 +27,10 @@ def blocks(text: str) -> list[tuple[str, str]]:
     return found
 
 
-def run_script(cli: Cli, code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = cli.process_env({"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+def run_script(
+    cli: Cli, code: str, tmp_path: Path, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = cli.process_env({"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", **(extra or {})})
     script = "set -euo pipefail\n" + code.replace(DOC_URL, cli.url)
     return subprocess.run(
         ["bash", "-c", script],
@@ -45,11 +47,13 @@ def run_script(cli: Cli, code: str, tmp_path: Path) -> subprocess.CompletedProce
 def test_the_doc_has_examples_for_every_section() -> None:
     sections = {heading for heading, _ in blocks(DOC.read_text())}
     assert sections >= {"Setting up", "Keys", "Encrypting, decrypting", "Signing", "Files of any size", "Secrets"}
+    assert sections >= {"Attested enrollment", "Administration over the wire"}
 
 
-def test_cli_examples_run(cli: Cli, tmp_path: Path) -> None:
+def test_cli_examples_run(cli: Cli, tmp_path: Path, live_server: LiveServer) -> None:
     code = "\n".join(block for heading, block in blocks(DOC.read_text()) if heading != "Secrets")
-    done = run_script(cli, code, tmp_path)
+    admin_id, admin_key = admin_from_log(live_server.log())
+    done = run_script(cli, code, tmp_path, {"EHSM_KMS_ADMIN_ID": admin_id, "EHSM_KMS_ADMIN_KEY": admin_key})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "4111 1111 1111 1111" in out and "binary out" in out and "to RSA" in out
@@ -57,6 +61,10 @@ def test_cli_examples_run(cli: Cli, tmp_path: Path) -> None:
     assert "refused: exit 6" in out and "card.b64" in out
     assert "keys\n" in out and "exit 4" in out
     assert "error: chunk 0 fails authentication" in done.stderr
+    assert "retired: exit 5" in out and "90 application logs\n" in out
+    assert "not attested: exit 6" in out and "attested enrollment needs https://" in done.stderr
+    assert "revoked: exit 3" in out and "state:   active" in out and "keys:" in out
+    assert admin_key not in out and admin_key not in done.stderr
 
 
 def test_cli_secret_examples_run(cli: Cli, tmp_path: Path) -> None:

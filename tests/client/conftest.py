@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from tests.client.harness import kms, live_server, servers
+from tests.pg import pg_run, pg_schema
 
-__all__ = ["kms", "live_server", "servers"]
+__all__ = ["kms", "live_server", "pg_run", "pg_schema", "servers"]

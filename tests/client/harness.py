@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
-from ehsm_kms.client import AsyncClient, Client
+from ehsm_kms.client import AdminClient, AsyncAdminClient, AsyncClient, Client
 from ehsm_kms.config import Settings
 from ehsm_kms.server.app import KmsApp
 from ehsm_kms.server.assemble import build_app
+from ehsm_kms.service import admin as service_admin
 from ehsm_kms.service.all_actions import HANDLERS
 from tests.live import LiveServer
 
@@ -40,6 +42,14 @@ SECRET_ACTIONS = (
     "RestoreSecret",
 )
 MODES = ["live-sync", "live-async", "asgi-sync", "asgi-async"]
+ADMIN_LINES = re.compile(r"admin id:\s+(admin-[0-9a-f-]{36})\s+admin key:\s+(\S{32})")
+
+
+def admin_from_log(log: str) -> tuple[str, str]:
+    """The admin credential a live server printed at its first start (into its log file)."""
+    found = ADMIN_LINES.search(log)
+    assert found, log[-2000:]
+    return found.group(1), found.group(2)
 
 
 def require_secret_actions() -> None:
@@ -119,6 +129,11 @@ class InProcess:
     def async_client(self, **kw: Any) -> AsyncClient:
         return AsyncClient(self.url, transport=httpx.ASGITransport(app=self.app), **kw)
 
+    def admin_credential(self) -> tuple[str, str]:
+        """A fresh admin credential of the in-process node (what it showed at start went to standard error)."""
+        assert self.app.node is not None
+        return self.loop.run(service_admin.reset_admin_credential(self.app.node))
+
 
 class Facade:
     """An ``AsyncClient`` with the synchronous surface: each coroutine method runs on the loop thread."""
@@ -153,6 +168,14 @@ class Kms:
     url: str
     make: Callable[..., Any]
     closers: list[Callable[[], None]]
+    make_admin: Callable[..., Any] | None = None
+
+    def admin(self, **kw: Any) -> Any:
+        """An admin client (sync, or the async one behind a Facade) signed with the server's admin credential."""
+        assert self.make_admin is not None
+        made = self.make_admin(**kw)
+        self.closers.append(made.close)
+        return made
 
     def client(self, *, enroll: bool = True, **kw: Any) -> Any:
         made = self.make(**kw)
@@ -173,16 +196,47 @@ class Servers:
     inproc: InProcess
     loop: LoopThread  # for AsyncClients of the live server
 
+    _admins: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def admin_credential(self, where: str) -> tuple[str, str]:
+        if where not in self._admins:
+            self._admins[where] = admin_from_log(self.live.log()) if where == "live" else self.inproc.admin_credential()
+        return self._admins[where]
+
     def kms(self, mode: str) -> Kms:
         closers: list[Callable[[], None]] = []
+        where = mode.split("-", maxsplit=1)[0]
+
+        def admin(**kw: Any) -> Any:
+            ident, key = kw.pop("admin_id", None), kw.pop("admin_key", None)
+            if ident is None or key is None:
+                ident, key = self.admin_credential(where)
+            if mode == "live-sync":
+                return AdminClient(self.live.url, ident, key, **kw)
+            if mode == "live-async":
+                return Facade(AsyncAdminClient(self.live.url, ident, key, **kw), self.loop)
+            if mode == "asgi-sync":
+                transport = ThreadedASGITransport(self.inproc.app, self.inproc.loop)
+                return AdminClient(self.inproc.url, ident, key, transport=transport, **kw)
+            made = AsyncAdminClient(
+                self.inproc.url, ident, key, transport=httpx.ASGITransport(app=self.inproc.app), **kw
+            )
+            return Facade(made, self.inproc.loop)
+
         if mode == "live-sync":
-            return Kms(mode, self.live.url, lambda **kw: Client(self.live.url, **kw), closers)
+            return Kms(mode, self.live.url, lambda **kw: Client(self.live.url, **kw), closers, admin)
         if mode == "live-async":
-            return Kms(mode, self.live.url, lambda **kw: Facade(AsyncClient(self.live.url, **kw), self.loop), closers)
+            made = Kms(mode, self.live.url, lambda **kw: Facade(AsyncClient(self.live.url, **kw), self.loop), closers)
+            made.make_admin = admin
+            return made
         if mode == "asgi-sync":
-            return Kms(mode, self.inproc.url, self.inproc.sync_client, closers)
+            return Kms(mode, self.inproc.url, self.inproc.sync_client, closers, admin)
         return Kms(
-            mode, self.inproc.url, lambda **kw: Facade(self.inproc.async_client(**kw), self.inproc.loop), closers
+            mode,
+            self.inproc.url,
+            lambda **kw: Facade(self.inproc.async_client(**kw), self.inproc.loop),
+            closers,
+            admin,
         )
 
 

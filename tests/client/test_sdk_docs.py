@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ehsm_kms.client import Client
-from tests.client.harness import require_secret_actions
+from tests.client.harness import admin_from_log, require_secret_actions
 from tests.live import ROOT, LiveServer
 
 DOC = ROOT / "docs" / "sdk.md"
@@ -42,7 +42,10 @@ def run_examples(live_server: LiveServer, tmp_path: Path, selected: list[tuple[s
     with Client(live_server.url, appid="", apikey="") as client:
         app = client.enroll()
     (tmp_path / "blocks.json").write_text(json.dumps(selected))
+    admin_id, admin_key = admin_from_log(live_server.log())
     env = {
+        "EHSM_KMS_ADMIN_ID": admin_id,
+        "EHSM_KMS_ADMIN_KEY": admin_key,
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT / "src"),
         "EHSM_KMS_URL": live_server.url,
@@ -65,6 +68,7 @@ def run_examples(live_server: LiveServer, tmp_path: Path, selected: list[tuple[s
 def test_the_doc_has_examples_for_every_section() -> None:
     sections = {heading for heading, _ in blocks(DOC.read_text())}
     assert sections >= {"Connecting", "Keys", "Encrypting", "Signing", "Async", "Envelope encryption", "Secrets"}
+    assert sections >= {"Attested enrollment", "Administration"}
 
 
 def test_sdk_examples_run(live_server: LiveServer, tmp_path: Path) -> None:
@@ -73,6 +77,9 @@ def test_sdk_examples_run(live_server: LiveServer, tmp_path: Path) -> None:
     assert "Decryption failed, Please confirm that your parameters are correct." in out
     assert "chunk 0 fails authentication" in out and "600010 1" in out
     assert "hits=9, misses=1" in out and "b'async'" in out
+    assert "retired: key version retired" in out and "application logs\n" in out
+    assert "refused: attested enrollment needs https://" in out
+    assert re.search(r"^True\n\d+\nrevoked\nactive\n", out, flags=re.M), out[-2000:]
 
 
 def test_sdk_secret_examples_run(live_server: LiveServer, tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ OURS = {
     "AdminRevokeApp",
     "AdminRestoreApp",
     "AdminIssueEnrollToken",
+    "AttestNode",
 }
 # Section 2.1 step 3, in the contract's order.
 THE_13 = [
@@ -91,7 +92,7 @@ def test_every_action_and_its_family() -> None:
     expected = {name: fam for fam, names in ORIGINAL.items() for name in names}
     expected |= dict.fromkeys(OURS, ActionFamily.BEYOND)
     assert {name: info.family for name, info in ACTIONS.items()} == expected
-    assert len(ACTIONS) == 33 + 22
+    assert len(ACTIONS) == 33 + 23
     assert all(info.name == name for name, info in ACTIONS.items())
 
 
@@ -101,16 +102,17 @@ def test_the_13_cryptographic_actions() -> None:
     assert {n for n, i in ACTIONS.items() if i.crypto} == set(THE_13)
 
 
-def test_only_enroll_and_get_version_are_get_and_unauthenticated() -> None:
-    assert {n for n, i in ACTIONS.items() if i.method == "GET"} == {"Enroll", "GetVersion"}
-    assert {"Enroll", "GetVersion"} == UNAUTHENTICATED_ACTIONS
+def test_only_enroll_get_version_and_attest_node_are_get_and_unauthenticated() -> None:
+    # AttestNode (ours) is asked before enrollment, when the client has no appid to sign with.
+    assert {n for n, i in ACTIONS.items() if i.method == "GET"} == {"Enroll", "GetVersion", "AttestNode"}
+    assert {"Enroll", "GetVersion", "AttestNode"} == UNAUTHENTICATED_ACTIONS
     assert {i.method for i in ACTIONS.values()} == {"GET", "POST"}
 
 
 def test_ours() -> None:
     assert {n for n, i in ACTIONS.items() if i.ours} == OURS
     assert not any(ACTIONS[n].crypto for n in OURS)
-    assert all(ACTIONS[n].auth and ACTIONS[n].method == "POST" for n in OURS)
+    assert all(ACTIONS[n].auth and ACTIONS[n].method == "POST" for n in OURS - {"AttestNode"})
 
 
 @pytest.mark.parametrize(

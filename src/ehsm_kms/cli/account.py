@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,17 +23,33 @@ ENROLL_TOKEN_ENV = "EHSM_KMS_ENROLL_TOKEN"
     help=f"File holding a one-time enrollment token ('-': standard input) [env {ENROLL_TOKEN_ENV}].",
 )
 @click.option("--save-profile", "save_as", help="Store the new app's credentials in this profile (mode 0600).")
+@click.option(
+    "--attest",
+    "policy_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Enroll only if the node's evidence, bound to this TLS connection, verifies against this policy "
+    "(.toml or .json; docs/attestation.md). Needs https://.",
+)
 @kms_command
-def enroll(opts: Options, token_file: str | None, save_as: str | None) -> None:
+def enroll(opts: Options, token_file: str | None, save_as: str | None, policy_file: str | None) -> None:
     """Enroll a new app: prints its appid and APIKey, or stores them in a profile."""
     if save_as is not None:
         profiles.check_name(save_as)
     token = profiles.read_secret_file(token_file) if token_file else config.env_value(ENROLL_TOKEN_ENV)
     settings = opts.settings(apikey=False)
     with opts.client(credentials=False) as client:
-        made = client.enroll(token or None)
+        made = client.enroll(token or None, attest=Path(policy_file) if policy_file else None)
+    attested: dict[str, Any] = {}
+    note = ""
+    if made.attestation is not None:
+        found = made.attestation
+        attested = {"attestation": {"kind": found.kind, "status": found.status, **found.measurements}}
+        note = f"attested: {found.kind} {found.status}\n"
     if save_as is None:
-        opts.emit({"appid": made.appid, "apikey": made.apikey}, f"appid:  {made.appid}\napikey: {made.apikey}")
+        opts.emit(
+            {"appid": made.appid, "apikey": made.apikey, **attested},
+            f"{note}appid:  {made.appid}\napikey: {made.apikey}",
+        )
         return
     path = profiles.put(
         profiles.Profile(
@@ -45,8 +62,8 @@ def enroll(opts: Options, token_file: str | None, save_as: str | None) -> None:
         )
     )
     opts.emit(
-        {"appid": made.appid, "profile": save_as, "config": str(path)},
-        f"appid:  {made.appid}\nsaved to profile {save_as!r} in {path}",
+        {"appid": made.appid, "profile": save_as, "config": str(path), **attested},
+        f"{note}appid:  {made.appid}\nsaved to profile {save_as!r} in {path}",
     )
 
 

@@ -1,25 +1,33 @@
 """``ehsm-kms admin ...`` on the node: apps (list, show, revoke, restore, rotate the APIKey), the admin credential,
-and the audit log (verify, export).
+the audit log (verify, export), and the domain key (rotate-dk in single mode; rewrap, and rewrap --check).
 
 Commands that only read or change store rows work on the store directly. ``rotate-apikey`` and
 ``reset-admin-credential`` need the core (it makes the new secret), so they open the domain key like ``serve``
 does; ``rotate-apikey`` also needs the admin key (prompted hidden, or ``--admin-key file:<path>|env:<VAR>``) and
-signs its request with it, as a remote admin would. Changes are written to the audit log (client ``cli``).
+signs its request with it, as a remote admin would.
+
+Every change is written to the audit log (client ``cli``) by :func:`_audited`: the outcome record after it (a
+failed write makes the command fail) and, with the node's ``audit_fail_closed``, a request record before it; when
+that one cannot be written the command is refused (exit code 7, ``audit log unavailable``) and nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ehsm_kms import config, errors
+
+if TYPE_CHECKING:
+    from ehsm_kms.service.audit import AdminChange
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,12 +45,15 @@ def _store_options(fn: F) -> F:
 
 
 def _core_options(fn: F) -> F:
+    fn = click.option("--dkeycache-socket", help="The dkeycache's Unix socket (cluster mode).")(fn)
+    fn = click.option("--run-mode", type=click.Choice(config.RUN_MODES), help="single (default) or cluster.")(fn)
     fn = click.option("--core-mode", type=click.Choice(config.CORE_MODES), help="isolated (default) or inprocess.")(fn)
     fn = click.option("--allow-file-sealer", is_flag=True, default=None, help="Allow the file sealer (dev).")(fn)
     fn = click.option("--pkcs11-token", help="PKCS#11 token label (pkcs11 sealer).")(fn)
     fn = click.option("--pkcs11-module", help="PKCS#11 module path (pkcs11 sealer).")(fn)
     fn = click.option("--sealer-secret", help="Passphrase/PIN source: file:<path>, env:<VAR>, prompt.")(fn)
-    fn = click.option("--sealer", type=click.Choice(["passphrase", "pkcs11", "file"]), help="How the DK is sealed.")(fn)
+    fn = click.option("--sealer-tcti", help="The TPM of the tpm2 sealer.")(fn)
+    fn = click.option("--sealer", type=click.Choice(config.SEALERS), help="How the DK is sealed.")(fn)
     return fn
 
 
@@ -65,7 +76,7 @@ def _with_store(settings: config.Settings, work: Callable[[Any], Awaitable[T]]) 
     return asyncio.run(run())
 
 
-def _with_node(settings: config.Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+def _with_node(settings: config.Settings, work: Callable[[Any], Awaitable[T]], *, ready_timeout: float = 30.0) -> T:
     from ehsm_kms.cli.serve import _secret_for
     from ehsm_kms.server.assemble import build_node
 
@@ -74,6 +85,9 @@ def _with_node(settings: config.Settings, work: Callable[[Any], Awaitable[T]]) -
     async def run() -> T:
         node = await build_node(settings, secret=secret)
         try:
+            # Cluster mode: the core may still be asking the dkeycache for the domain key.
+            if not await node.core.wait_ready(ready_timeout):
+                raise errors.CoreUnavailable(f"the core got no domain key within {ready_timeout:.0f} s")
             return await work(node)
         finally:
             await node.core.close()
@@ -102,6 +116,30 @@ def _admin_key(source: str | None) -> str:
     return key.strip()
 
 
+async def _audited(
+    settings: config.Settings,
+    store: Any,
+    change: AdminChange,
+    make: Callable[[], Awaitable[T]],
+    made_subject: Callable[[T], str] | None = None,
+) -> T:
+    """Run ``make`` (the change) between its audit records; ``change`` is an :class:`~ehsm_kms.service.audit.
+    AdminChange`, ``made_subject`` names what the change made when the request could not (a new admin id)."""
+    from ehsm_kms.service import audit
+
+    if settings.audit_fail_closed:
+        await audit.admin_ahead(store, change, _now())  # raises AuditUnavailable: nothing done
+    try:
+        result = await make()
+    except errors.EhsmError as exc:
+        if settings.audit_fail_closed:  # the request record's outcome; the command's own error is what matters
+            with contextlib.suppress(Exception):
+                await audit.admin_event(store, change, _now(), error=exc)
+        raise
+    await audit.admin_event(store, change, _now(), subject=made_subject(result) if made_subject else None)
+    return result
+
+
 def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, sort_keys=True))
 
@@ -114,8 +152,11 @@ def register(group: click.Group) -> None:
         restore_app,
         rotate_apikey,
         reset_admin_credential,
+        issue_enroll_token,
         verify_audit,
         export_audit,
+        rotate_dk,
+        rewrap,
     ):
         group.add_command(command)
 
@@ -143,12 +184,13 @@ def show_app(appid: str, config_file: str | None, **overrides: Any) -> None:
 def _set_state(appid: str, state: str, action: str, config_file: str | None, overrides: dict[str, Any]) -> None:
     from ehsm_kms.service import admin, audit
 
-    async def work(store: Any) -> dict[str, Any]:
-        info = await admin.set_app_state(store, appid, state)
-        await audit.admin_event(store, action, "-", appid, _now())
-        return info
+    settings = _settings(config_file, overrides)
 
-    _echo_json(_with_store(_settings(config_file, overrides), work))
+    async def work(store: Any) -> dict[str, Any]:
+        change = audit.AdminChange(action, "-", appid)
+        return await _audited(settings, store, change, lambda: admin.set_app_state(store, appid, state))
+
+    _echo_json(_with_store(settings, work))
 
 
 @click.command("revoke-app")
@@ -183,11 +225,15 @@ def rotate_apikey(appid: str, admin_key_from: str | None, config_file: str | Non
         cred = await node.store.get_admin_credential()
         if cred is None:
             raise errors.AdminAuthError("this store has no admin credential yet (start the server once)")
-        req = admin.signed_admin_request(cred.admin_id, key, {"appid": appid}, node.clock_ms())
-        app_cred = await admin.authenticate(node, req)
-        apikey = await admin.rotate_apikey(node, req, app_cred, appid)
-        await audit.admin_event(node.store, "admin rotate-apikey", cred.admin_id, appid, _now())
-        return apikey
+
+        async def rotate() -> str:
+            req = admin.signed_admin_request(cred.admin_id, key, {"appid": appid}, node.clock_ms())
+            app_cred = await admin.authenticate(node, req)
+            apikey: str = await admin.rotate_apikey(node, req, app_cred, appid)
+            return apikey
+
+        change = audit.AdminChange("admin rotate-apikey", cred.admin_id, appid)
+        return await _audited(settings, node.store, change, rotate)
 
     apikey = _with_node(settings, work)
     click.echo(f"appid:  {appid}")
@@ -201,13 +247,34 @@ def reset_admin_credential(config_file: str | None, **overrides: Any) -> None:
     """Make a new admin credential and print it (once); the old one stops working."""
     from ehsm_kms.service import admin, audit
 
-    async def work(node: Any) -> tuple[str, str]:
-        made = await admin.reset_admin_credential(node)
-        await audit.admin_event(node.store, "admin reset-admin-credential", "-", made[0], _now())
-        return made
+    settings = _settings(config_file, overrides)
 
-    admin_id, admin_key = _with_node(_settings(config_file, overrides), work)
+    async def work(node: Any) -> tuple[str, str]:
+        old = await node.store.get_admin_credential()  # the request names the credential it replaces
+        change = audit.AdminChange("admin reset-admin-credential", "-", old.admin_id if old else "-")
+        return await _audited(
+            settings, node.store, change, lambda: admin.reset_admin_credential(node), lambda made: made[0]
+        )
+
+    admin_id, admin_key = _with_node(settings, work)
     click.echo(admin.banner(admin_id, admin_key))
+
+
+@click.command("issue-enroll-token")
+@_store_options
+@click.option("--ttl-hours", type=click.IntRange(1, 24 * 30), default=24, show_default=True)
+def issue_enroll_token(ttl_hours: int, config_file: str | None, **overrides: Any) -> None:
+    """Print a one-time enrollment token (for enroll_mode=token)."""
+    from ehsm_kms.service import audit
+    from ehsm_kms.service.apps import issue_enroll_token as issue
+
+    settings = _settings(config_file, overrides)
+
+    async def work(store: Any) -> str:
+        change = audit.AdminChange("admin issue-enroll-token", "-", "")  # never the token
+        return await _audited(settings, store, change, lambda: issue(store, _now(), ttl_hours * 3600 * 1000))
+
+    click.echo(_with_store(settings, work))
 
 
 # ---------------------------------------------------------------- the audit log
@@ -227,11 +294,14 @@ def verify_audit(from_file: str | None, config_file: str | None, **overrides: An
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
     if report.intact:
         click.echo(f"audit chain intact: {report.records} records ({span}), head hash {report.last_hash.hex()}")
-        return
-    click.echo(f"audit chain BROKEN: {report.records} records ({span}); {len(report.breaks)} break(s):")
-    for brk in report.breaks:
-        click.echo(f"  chain breaks at {brk}")
-    sys.exit(errors.EXIT_GENERIC)
+    else:
+        click.echo(f"audit chain BROKEN: {report.records} records ({span}); {len(report.breaks)} break(s):")
+        for brk in report.breaks:
+            click.echo(f"  chain breaks at {brk}")
+    for line in audit.dangling_lines(report):  # requests without an outcome: reported, not a break
+        click.echo(line)
+    if not report.intact:
+        sys.exit(errors.EXIT_GENERIC)
 
 
 @click.command("export-audit")
@@ -257,3 +327,118 @@ def export_audit(output: str | None, after_seq: int, config_file: str | None, **
     count = _with_store(_settings(config_file, overrides), work)
     if output:
         click.echo(f"{count} records written to {output}", err=True)
+
+
+# ---------------------------------------------------------------- the domain key
+@click.command("rotate-dk")
+@click.option("--admin-key", "admin_key_from", help="file:<path>, env:<VAR> or prompt (default).")
+@_store_options
+@_core_options
+def rotate_dk(admin_key_from: str | None, config_file: str | None, **overrides: Any) -> None:
+    """Single mode: add a new domain-key version, sealed and saved; new blobs are wrapped with it.
+
+    Nodes on this data directory pick it up within dk_refresh_interval_ms, or as soon as they meet a blob wrapped
+    with it. Then run ``ehsm-kms admin rewrap`` to move the existing blobs to it. In cluster mode the dkeyserver
+    rotates the domain key instead.
+    """
+    from ehsm_kms.core.ringsource import CLUSTER_ROTATION
+    from ehsm_kms.service import audit
+    from ehsm_kms.service import rewrap as dk_rewrap
+
+    settings = _settings(config_file, overrides)
+    if settings.run_mode == "cluster":
+        raise errors.ConfigError(CLUSTER_ROTATION)
+    key = _admin_key(admin_key_from)
+
+    async def work(node: Any) -> dict[str, Any]:
+        cred = await node.store.get_admin_credential()
+        if cred is None:
+            raise errors.AdminAuthError("this store has no admin credential yet (start the server once)")
+        change = audit.AdminChange("admin rotate-dk", cred.admin_id, "domain-key")
+        return await _audited(
+            settings,
+            node.store,
+            change,
+            lambda: dk_rewrap.rotate_dk(node, cred.admin_id, key),
+            lambda made: f"dk-version-{made['dk_version']}",
+        )
+
+    made = _with_node(settings, work)
+    click.echo(f"domain key rotated: version {made['previous']} -> {made['dk_version']} (versions {made['versions']})")
+    click.echo("now run: ehsm-kms admin rewrap")
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in counts.items())
+
+
+@click.command("rewrap")
+@click.option("--check", is_flag=True, help="Only count the blobs under older DK versions; exit 1 if there are any.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Blobs per batch.")
+@click.option("--pause-ms", type=click.IntRange(0), default=0, show_default=True, help="Pause between batches.")
+@click.option("--dk-version", type=click.IntRange(1), help="With --check: count against this DK version (no core).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+@_store_options
+@_core_options
+def rewrap(
+    check: bool,
+    batch_size: int,
+    pause_ms: int,
+    dk_version: int | None,
+    quiet: bool,
+    config_file: str | None,
+    **overrides: Any,
+) -> None:
+    """Rewrap every DK-wrapped blob (CMK versions, APIKeys, default secret keys, the admin credential, pending
+    imports) to the current domain-key version, online and resumably (a run stopped midway is simply run again).
+
+    Progress goes to standard error; the summary to standard output. Exit code 1 when blobs are left under older
+    versions (or, with --check, when there are any).
+    """
+    from ehsm_kms.service import audit
+    from ehsm_kms.service import rewrap as dk_rewrap
+
+    settings = _settings(config_file, overrides)
+    if dk_version is not None and not check:
+        raise errors.ConfigError("--dk-version goes with --check")
+    if check:
+        if dk_version is not None:
+            version = dk_version
+            counts = _with_store(settings, lambda store: store.count_stale_blobs(version))
+        else:
+
+            async def count(node: Any) -> tuple[int, dict[str, int]]:
+                current = await dk_rewrap.current_dk_version(node)
+                return current, await dk_rewrap.stale_counts(node, current)
+
+            version, counts = _with_node(settings, count)
+        left = sum(counts.values())
+        click.echo(f"{left} blob(s) under DK versions other than {version} ({_summary(counts)})")
+        if left:
+            sys.exit(errors.EXIT_GENERIC)
+        return
+
+    def progress(report: dk_rewrap.RewrapReport, kind: str) -> None:
+        if not quiet:
+            click.echo(f"rewrap: batch {report.batches}: {kind} {report.rewrapped[kind]} done", err=True)
+
+    async def work(node: Any) -> dk_rewrap.RewrapReport:
+        change = audit.AdminChange("admin rewrap", "-", "domain-key")
+        return await _audited(
+            settings,
+            node.store,
+            change,
+            lambda: dk_rewrap.rewrap_all(node, batch_size=batch_size, pause_s=pause_ms / 1000, progress=progress),
+            lambda report: f"dk-version-{report.dk_version}",
+        )
+
+    report = _with_node(settings, work)
+    click.echo(
+        f"rewrapped {report.total} blob(s) to DK version {report.dk_version} ({_summary(report.rewrapped)}); "
+        f"changed meanwhile {report.changed_meanwhile}; failed {len(report.failed)}; "
+        f"left under older versions {sum(report.remaining.values())}"
+    )
+    for name in report.failed:
+        click.echo(f"  does not open under its row: {name}")
+    if not report.complete:
+        sys.exit(errors.EXIT_GENERIC)

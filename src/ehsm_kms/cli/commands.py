@@ -7,7 +7,17 @@ from typing import Any
 
 import click
 
-from ehsm_kms.cli import account, crypto, files, info, keys, quote, secret
+from ehsm_kms.cli import (
+    account,
+    crypto,
+    files,
+    info,
+    key_settings,  # noqa: F401 (adds its subcommands to `key`)
+    keys,
+    quote,
+    remote_admin,
+    secret,
+)
 
 # The original CLI's command names (contract section 9.1) -> our command, and defaults it implied.
 LEGACY: dict[str, tuple[click.Command, dict[str, Any]]] = {
@@ -57,6 +67,7 @@ def register(group: click.Group) -> None:
         crypto.mac,
         secret.secret,
         quote.quote,
+        remote_admin.remote_admin,
         files.encrypt_file,
         files.decrypt_file,
         info.version,

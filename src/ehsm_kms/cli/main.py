@@ -6,17 +6,16 @@ required on the command line.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
-import time
 from typing import Any
 
 import click
 
-from ehsm_kms import __version__, config, errors
+from ehsm_kms import __version__, errors
 from ehsm_kms.cli import admin as admin_commands
 from ehsm_kms.cli import commands as client_commands
+from ehsm_kms.cli import provision as provision_commands
 from ehsm_kms.cli import serve as serve_cmd
 
 
@@ -37,6 +36,7 @@ def main() -> None:
 
 main.add_command(serve_cmd.serve)
 client_commands.register(main)
+provision_commands.register(main)
 
 
 @main.group()
@@ -45,30 +45,6 @@ def admin() -> None:
 
 
 admin_commands.register(admin)
-
-
-@admin.command("issue-enroll-token")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings file.")
-@click.option("--data-dir", help="Data directory (default: the per-user data directory).")
-@click.option("--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory).")
-@click.option("--ttl-hours", type=click.IntRange(1, 24 * 30), default=24, show_default=True)
-def issue_enroll_token(config_file: str | None, data_dir: str | None, store_url: str | None, ttl_hours: int) -> None:
-    """Print a one-time enrollment token (for enroll_mode=token)."""
-    from ehsm_kms.service.apps import issue_enroll_token as issue
-    from ehsm_kms.storage import open_store
-
-    settings = config.load(config_file=config_file, overrides={"data_dir": data_dir, "store_url": store_url})
-
-    async def run() -> str:
-        settings.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = open_store(settings.store)
-        try:
-            await store.migrate()
-            return await issue(store, int(time.time() * 1000), ttl_hours * 3600 * 1000)
-        finally:
-            await store.close()
-
-    click.echo(asyncio.run(run()))
 
 
 def setup_logging(level: str) -> None:

@@ -154,24 +154,34 @@ class Options:
             click.echo(human)
 
 
-_OPTIONS = (
-    click.option("--url", help="Server URL, e.g. https://kms.example.com:9000 [env EHSM_KMS_URL, EHSM_SERVER_URL]."),
-    click.option("--appid", help="App id [env EHSM_KMS_APPID, EHSM_APPID]."),
-    click.option(
+OPTION_TABLE: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "url": click.option(
+        "--url", help="Server URL, e.g. https://kms.example.com:9000 [env EHSM_KMS_URL, EHSM_SERVER_URL]."
+    ),
+    "appid": click.option("--appid", help="App id [env EHSM_KMS_APPID, EHSM_APPID]."),
+    "apikey_file": click.option(
         "--apikey-file",
         type=click.Path(dir_okay=False, allow_dash=True),
         help="File holding the APIKey ('-': standard input) [env EHSM_KMS_APIKEY, EHSM_APIKEY].",
     ),
-    click.option("--profile", help="Profile of the config file [env EHSM_KMS_PROFILE; default 'default']."),
-    click.option(
+    "profile": click.option("--profile", help="Profile of the config file [env EHSM_KMS_PROFILE; default 'default']."),
+    "ca_bundle": click.option(
         "--ca-bundle",
         type=click.Path(dir_okay=False, exists=True),
         help="CA certificates (PEM) to verify the server with [env EHSM_KMS_CA_BUNDLE].",
     ),
-    click.option("--insecure", is_flag=True, default=False, help="Do not verify the server's TLS certificate."),
-    click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds."),
-    click.option("--json", "as_json", is_flag=True, default=False, help="Print JSON (one line) for scripts."),
-)
+    "insecure": click.option(
+        "--insecure", is_flag=True, default=False, help="Do not verify the server's TLS certificate."
+    ),
+    "timeout": click.option(
+        "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Seconds."
+    ),
+    "as_json": click.option(
+        "--json", "as_json", is_flag=True, default=False, help="Print JSON (one line) for scripts."
+    ),
+}
+"""Every client command's options, by the parameter they set (``remote-admin`` takes all but the app's)."""
+_OPTIONS = tuple(OPTION_TABLE.values())
 
 
 def kms_command(fn: Callable[..., Any]) -> Callable[..., Any]:

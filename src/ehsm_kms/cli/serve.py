@@ -14,8 +14,13 @@ log = logging.getLogger("ehsm_kms.server")
 
 
 def _secret_for(settings: config.Settings) -> bytes | None:
-    """A passphrase or PIN typed at a hidden prompt, when the settings name no other source."""
-    if settings.sealer == "file" or (settings.sealer_secret and settings.sealer_secret != "prompt"):
+    """A passphrase or PIN typed at a hidden prompt, when the settings name no other source (and a sealer is used:
+    in cluster mode the domain key comes from the dkeycache)."""
+    if (
+        settings.run_mode == "cluster"
+        or settings.sealer in ("file", "tpm2")
+        or (settings.sealer_secret and settings.sealer_secret != "prompt")
+    ):
         return None
     if not sys.stdin.isatty():
         raise errors.ConfigError(
@@ -51,7 +56,10 @@ def uvicorn_options(settings: config.Settings) -> dict[str, Any]:
 @click.option("--data-dir", help="Data directory, created on first start (default: per-user data directory).")
 @click.option("--store-url", help="sqlite:///path or postgresql://... (default: SQLite in the data directory).")
 @click.option("--core-mode", type=click.Choice(config.CORE_MODES), help="isolated (default) or inprocess.")
-@click.option("--sealer", type=click.Choice(["passphrase", "pkcs11", "file"]), help="How the domain key is sealed.")
+@click.option("--run-mode", type=click.Choice(config.RUN_MODES), help="single (default) or cluster.")
+@click.option("--dkeycache-socket", help="The dkeycache's Unix socket (cluster mode).")
+@click.option("--sealer", type=click.Choice(config.SEALERS), help="How the domain key is sealed.")
+@click.option("--sealer-tcti", help="The TPM of the tpm2 sealer (default device:/dev/tpmrm0).")
 @click.option("--sealer-secret", help="Where the passphrase/PIN comes from: file:<path>, env:<VAR> or prompt.")
 @click.option("--pkcs11-module", help="PKCS#11 module path (pkcs11 sealer).")
 @click.option("--pkcs11-token", help="PKCS#11 token label (pkcs11 sealer).")
@@ -63,7 +71,8 @@ def uvicorn_options(settings: config.Settings) -> dict[str, Any]:
 @click.option("--allow-plain-http", is_flag=True, default=None, help="Serve plain HTTP on a non-loopback address.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(config_file: str | None, **overrides: Any) -> None:
-    """Start a KMS node (single mode: the core creates and seals its own domain key)."""
+    """Start a KMS node (single mode: the core creates and seals its own domain key; cluster mode: it gets the
+    domain key from the machine's dkeycache, and the node answers /healthz, but /readyz only once it has it)."""
     import uvicorn
 
     from ehsm_kms.cli.main import setup_logging

@@ -1,4 +1,5 @@
-"""The ehsm-kms SDK: ``Client`` and ``AsyncClient`` for every action, typed results, one exception per error family.
+"""The ehsm-kms SDK: ``Client`` and ``AsyncClient`` for every action (``AdminClient``/``AsyncAdminClient`` for the admin
+ones), typed results, one exception per error family.
 
 Envelope encryption of data of any size is in :mod:`ehsm_kms.client.envelope` (imported on its own: it loads the
 client-side AES-GCM primitive, which plain KMS calls do not need). See docs/sdk.md.
@@ -6,9 +7,11 @@ client-side AES-GCM primitive, which plain KMS calls do not need). See docs/sdk.
 
 from __future__ import annotations
 
-from ehsm_kms.client._base import APIKEY_ENV, APPID_ENV, CA_BUNDLE_ENV, URL_ENV
+from ehsm_kms.client._base import ADMIN_ID_ENV, ADMIN_KEY_ENV, APIKEY_ENV, APPID_ENV, CA_BUNDLE_ENV, URL_ENV
 from ehsm_kms.client._calls import SAFE_ACTIONS
+from ehsm_kms.client.admin import AdminClient, AsyncAdminClient
 from ehsm_kms.client.aio import AsyncClient
+from ehsm_kms.client.attested import AttestationRefused
 from ehsm_kms.client.errors import (
     ConnectionFailed,
     CredentialsMissing,
@@ -22,18 +25,24 @@ from ehsm_kms.client.errors import (
 )
 from ehsm_kms.client.results import (
     Alias,
+    AppInfo,
     DataKey,
     Enrollment,
+    EnrollToken,
     ImportParameters,
     KeyDeletion,
     KeyDescription,
     KeyInfo,
     KeyVersion,
     KeyVersions,
+    NewApiKey,
+    NodeAttestation,
+    NodeEvidence,
     Quote,
     QuotePolicy,
     QuoteVerification,
     ReEncrypted,
+    RotationSchedule,
     SecretDescription,
     SecretSummary,
     SecretValue,
@@ -57,13 +66,19 @@ from ehsm_kms.errors import (
 )
 
 __all__ = [
+    "ADMIN_ID_ENV",
+    "ADMIN_KEY_ENV",
     "APIKEY_ENV",
     "APPID_ENV",
     "CA_BUNDLE_ENV",
     "SAFE_ACTIONS",
     "URL_ENV",
+    "AdminClient",
     "Alias",
+    "AppInfo",
+    "AsyncAdminClient",
     "AsyncClient",
+    "AttestationRefused",
     "AuthError",
     "BadRequest",
     "Client",
@@ -73,6 +88,7 @@ __all__ = [
     "DataKey",
     "DecryptionFailed",
     "EhsmError",
+    "EnrollToken",
     "Enrollment",
     "EnvelopeError",
     "ImportParameters",
@@ -84,6 +100,9 @@ __all__ = [
     "KeyNotFound",
     "KeyVersion",
     "KeyVersions",
+    "NewApiKey",
+    "NodeAttestation",
+    "NodeEvidence",
     "PayloadError",
     "Quote",
     "QuotePolicy",
@@ -92,6 +111,7 @@ __all__ = [
     "ReEncrypted",
     "ReplayError",
     "ResponseError",
+    "RotationSchedule",
     "SecretDeleted",
     "SecretDescription",
     "SecretExists",

@@ -29,6 +29,9 @@ APPID_ENV = ("EHSM_KMS_APPID", "EHSM_APPID")
 APIKEY_ENV = ("EHSM_KMS_APIKEY", "EHSM_APIKEY")
 CA_BUNDLE_ENV = ("EHSM_KMS_CA_BUNDLE",)
 """Environment variables the SDK reads when an argument is not given: ours first, then the original SDK's."""
+ADMIN_ID_ENV = ("EHSM_KMS_ADMIN_ID",)
+ADMIN_KEY_ENV = ("EHSM_KMS_ADMIN_KEY",)
+"""The admin credential's variables (:class:`~ehsm_kms.client.AdminClient`)."""
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -98,6 +101,9 @@ def _tls_failure(exc: BaseException) -> bool:
 class ClientBase:
     """Settings and the request/answer halves common to both clients."""
 
+    _appid_env: tuple[str, ...] = APPID_ENV
+    _apikey_env: tuple[str, ...] = APIKEY_ENV
+
     def __init__(
         self,
         url: str | None,
@@ -114,8 +120,8 @@ class ClientBase:
         if not given:
             raise CredentialsMissing("no server URL: give url=..., or set EHSM_KMS_URL (or EHSM_SERVER_URL)")
         self._endpoint = endpoint(given)
-        self._appid = appid if appid is not None else env_first(APPID_ENV)
-        self._apikey = apikey if apikey is not None else env_first(APIKEY_ENV)
+        self._appid = appid if appid is not None else env_first(self._appid_env)
+        self._apikey = apikey if apikey is not None else env_first(self._apikey_env)
         self._verify = tls_verify(ca_bundle if ca_bundle is not None else env_first(CA_BUNDLE_ENV), insecure)
         if retries < 0 or backoff < 0:
             raise ValueError("retries and backoff must not be negative")

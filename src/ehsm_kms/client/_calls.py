@@ -49,6 +49,9 @@ SAFE_ACTIONS: frozenset[str] = frozenset(
         "ReEncrypt",
         "DescribeKey",
         "ListAliases",
+        "AttestNode",
+        "AdminListApps",
+        "AdminShowApp",
     }
 )
 """Actions the SDK may repeat after a connection failure (each retry is signed afresh)."""
@@ -580,6 +583,87 @@ def schedule_key_deletion(keyid: str, pending_window_days: int | None) -> Call[r
 
 def cancel_key_deletion(keyid: str) -> Call[None]:
     return _post("CancelKeyDeletion", {"keyid": keyid}, _nothing)
+
+
+def set_min_decrypt_version(keyid: str, version: int) -> Call[int]:
+    action = "SetMinDecryptVersion"
+    payload = {"keyid": keyid, "minDecryptVersion": version}
+    return _post(action, payload, lambda res: r.integer(res, "minDecryptVersion", action))
+
+
+def update_key_rotation(keyid: str, rotation_period_days: int) -> Call[r.RotationSchedule]:
+    action = "UpdateKeyRotation"
+
+    def parse(res: Mapping[str, Any]) -> r.RotationSchedule:
+        return r.RotationSchedule(
+            r.text(res, "keyid", action),
+            r.integer(res, "rotationPeriod", action),
+            r.millis(res.get("nextRotationDate")) or None,
+        )
+
+    # rotationPeriod 0 (turn rotation off) must be sent: clean() drops only None and "".
+    return _post(action, {"keyid": keyid, "rotationPeriod": rotation_period_days}, parse)
+
+
+def update_key_description(keyid: str, description: str | None) -> Call[None]:
+    return _post("UpdateKeyDescription", {"keyid": keyid, "description": description}, _nothing)
+
+
+# ---------------------------------------------------------------- attested enrollment (docs/attestation.md)
+def attest_node(nonce: Bytes) -> Call[r.NodeEvidence]:
+    action = "AttestNode"
+    sent = b64(nonce, "nonce")
+
+    def parse(res: Mapping[str, Any]) -> r.NodeEvidence:
+        if r.text(res, "nonce", action) != sent:
+            raise ResponseError(f"{action}: the answer is not for this request's nonce")
+        return r.NodeEvidence(r.text(res, "kind", action), r.unb64(res, "evidence", action))
+
+    return Call(action, None, parse, method="GET", query={"nonce": sent})
+
+
+# ---------------------------------------------------------------- administration, signed with the admin credential
+def _app_info(action: str) -> Callable[[Mapping[str, Any]], r.AppInfo]:
+    def parse(row: Mapping[str, Any]) -> r.AppInfo:
+        keys = row.get("keys")
+        return r.AppInfo(
+            appid=r.text(row, "appid", action),
+            state=r.text(row, "state", action),
+            created_date=r.millis(row.get("createdDate")),
+            keys=keys if isinstance(keys, int) and not isinstance(keys, bool) else None,
+        )
+
+    return parse
+
+
+def admin_list_apps() -> Call[tuple[r.AppInfo, ...]]:
+    def parse(res: Mapping[str, Any]) -> tuple[r.AppInfo, ...]:
+        return tuple(_app_info("AdminListApps")(row) for row in _list(res, "list", "AdminListApps"))
+
+    return _post("AdminListApps", None, parse)
+
+
+def admin_app_action(action: str, appid: str) -> Call[r.AppInfo]:
+    """AdminShowApp, AdminRevokeApp or AdminRestoreApp: the app as it is afterwards."""
+    return _post(action, {"appid": appid}, _app_info(action))
+
+
+def admin_rotate_apikey(appid: str) -> Call[r.NewApiKey]:
+    action = "AdminRotateApiKey"
+
+    def parse(res: Mapping[str, Any]) -> r.NewApiKey:
+        return r.NewApiKey(r.text(res, "appid", action), r.text(res, "apikey", action))
+
+    return _post(action, {"appid": appid}, parse)
+
+
+def admin_issue_enroll_token(ttl_hours: int | None) -> Call[r.EnrollToken]:
+    action = "AdminIssueEnrollToken"
+
+    def parse(res: Mapping[str, Any]) -> r.EnrollToken:
+        return r.EnrollToken(r.text(res, "token", action), r.millis(res.get("expireTime")))
+
+    return _post(action, {"ttlHours": ttl_hours}, parse)
 
 
 # ---------------------------------------------------------------- any action

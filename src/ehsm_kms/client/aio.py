@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
 from ehsm_kms.client import _calls as c
+from ehsm_kms.client import attested
 from ehsm_kms.client import results as r
 from ehsm_kms.client._base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, KEEPALIVE, ClientBase
 from ehsm_kms.client._calls import Bytes, Name
@@ -17,11 +18,8 @@ from ehsm_kms.client._calls import Bytes, Name
 T = TypeVar("T")
 
 
-class AsyncClient(ClientBase):
-    """The asyncio twin of :class:`~ehsm_kms.client.Client`: same arguments, same methods, each a coroutine.
-
-    ``transport`` is any ``httpx.AsyncBaseTransport``; ``httpx.ASGITransport(app)`` runs the server in-process.
-    """
+class AsyncSession(ClientBase):
+    """The asyncio half shared by :class:`AsyncClient` and :class:`~ehsm_kms.client.AsyncAdminClient`."""
 
     def __init__(
         self,
@@ -46,6 +44,7 @@ class AsyncClient(ClientBase):
             retries=retries,
             backoff=backoff,
         )
+        self._transport = transport
         self._http = httpx.AsyncClient(
             verify=self._verify, timeout=self._timeout, limits=KEEPALIVE, transport=transport
         )
@@ -53,7 +52,7 @@ class AsyncClient(ClientBase):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> AsyncClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -61,14 +60,15 @@ class AsyncClient(ClientBase):
     ) -> None:
         await self.aclose()
 
+    async def _send(self, http: httpx.AsyncClient, call: c.Call[Any]) -> httpx.Response:
+        params, content, headers = self._request_parts(call)
+        return await http.request(call.method, self._endpoint, params=params, content=content, headers=headers)
+
     async def _run(self, call: c.Call[T]) -> T:
         attempt = 0
         while True:
-            params, content, headers = self._request_parts(call)
             try:
-                response = await self._http.request(
-                    call.method, self._endpoint, params=params, content=content, headers=headers
-                )
+                response = await self._send(self._http, call)
             except httpx.HTTPError as exc:
                 delay = self._retry_delay(call, exc, attempt)
                 if delay is None:
@@ -78,20 +78,58 @@ class AsyncClient(ClientBase):
                 continue
             return self._answer(call, response)
 
+    async def _once(self, http: httpx.AsyncClient, call: c.Call[T]) -> tuple[httpx.Response, T]:
+        """One attempt, no retry (attested enrollment: the connection matters)."""
+        try:
+            response = await self._send(http, call)
+        except httpx.HTTPError as exc:
+            raise self._failed(call, exc) from exc
+        return response, self._answer(call, response)
+
+
+class AsyncClient(AsyncSession):
+    """The asyncio twin of :class:`~ehsm_kms.client.Client`: same arguments, same methods, each a coroutine.
+
+    ``transport`` is any ``httpx.AsyncBaseTransport``; ``httpx.ASGITransport(app)`` runs the server in-process.
+    """
+
     # ---------------------------------------------------------------- app
     async def get_version(self) -> r.Version:
         """GetVersion (no credentials needed)."""
         return await self._run(c.get_version())
 
-    async def enroll(self, token: str | None = None) -> r.Enrollment:
-        """Enroll a new app; ``token`` is the one-time enrollment token of a server in ``enroll_mode=token``.
-
-        A client without credentials starts using the new app's.
-        """
-        made = await self._run(c.enroll(token))
+    async def enroll(
+        self,
+        token: str | None = None,
+        *,
+        attest: attested.PolicySource | None = None,
+        verifier: attested.Verifier | None = None,
+    ) -> r.Enrollment:
+        """Enroll a new app (``attest``: only from a node whose evidence verifies; see :meth:`Client.enroll`)."""
+        if attest is None:
+            made = await self._run(c.enroll(token))
+        else:
+            made = await self._attested_enroll(token, attest, verifier)
         if not self.has_credentials:
             self.set_credentials(made.appid, made.apikey)
         return made
+
+    async def _attested_enroll(
+        self, token: str | None, source: attested.PolicySource, verifier: attested.Verifier | None
+    ) -> r.Enrollment:
+        check = attested.AttestedEnrollment.start(self._endpoint, source, verifier)
+        async with httpx.AsyncClient(
+            verify=self._verify, timeout=self._timeout, limits=attested.ONE_CONNECTION, transport=self._transport
+        ) as http:
+            response, evidence = await self._once(http, c.attest_node(check.nonce))
+            # The verifier may talk to a TPM library or fetch collateral: off the event loop.
+            await asyncio.to_thread(check.check_evidence, response, evidence)
+            response, made = await self._once(http, c.enroll(token))
+            return check.accept(response, made)
+
+    async def attest_node(self, nonce: Bytes) -> r.NodeEvidence:
+        """AttestNode: the node's evidence over ``nonce`` and its TLS key, unchecked."""
+        return await self._run(c.attest_node(nonce))
 
     async def call(self, action: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Any action by name, signed like every other; the ``result`` object as the server sent it."""
@@ -332,3 +370,15 @@ class AsyncClient(ClientBase):
     async def cancel_key_deletion(self, keyid: str) -> None:
         """CancelKeyDeletion: the key is back in the state it had (enabled or disabled)."""
         await self._run(c.cancel_key_deletion(keyid))
+
+    async def set_min_decrypt_version(self, keyid: str, version: int) -> int:
+        """SetMinDecryptVersion: versions below ``version`` no longer decrypt (it can be lowered again)."""
+        return await self._run(c.set_min_decrypt_version(keyid, version))
+
+    async def update_key_rotation(self, keyid: str, rotation_period_days: int) -> r.RotationSchedule:
+        """UpdateKeyRotation: rotate automatically every ``rotation_period_days`` days (0: stop)."""
+        return await self._run(c.update_key_rotation(keyid, rotation_period_days))
+
+    async def update_key_description(self, keyid: str, description: str | None = None) -> None:
+        """UpdateKeyDescription; no description removes it."""
+        await self._run(c.update_key_description(keyid, description))

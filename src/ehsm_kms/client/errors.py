@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ehsm_kms import errors
+from ehsm_kms.provisioning.attest.errors import NoTee, ProviderUnavailable
 
 
 # ---------------------------------------------------------------- failures on the client's side
@@ -133,9 +134,13 @@ _EXACT: dict[tuple[int, str], type[errors.EhsmError]] = {
     (400, "admin sign error"): errors.AdminAuthError,
     (400, "app not found"): errors.AppNotFound,
     (500, "audit log unavailable"): errors.AuditUnavailable,
+    # AttestNode on a node that cannot attest (docs/attestation.md)
+    (500, NoTee.default_message): NoTee,
+    (500, ProviderUnavailable.default_message): ProviderUnavailable,
 }
 
 _PREFIXES: tuple[tuple[str, type[errors.EhsmError]], ...] = (
+    ("This node serves no TLS certificate", ProviderUnavailable),
     ("Missing required parameters, ", errors.PayloadError),
     ("Parameter invalid, ", errors.PayloadError),
     ("Can't find the ", SecretNotFound),  # "Can't find the <name>'s value."

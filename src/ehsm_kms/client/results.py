@@ -28,11 +28,32 @@ class Version:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeAttestation:
+    """What an attested enrollment verified about the node (docs/attestation.md): the evidence's kind, its status
+    ("OK" for tpm2, the TCB status for DCAP) and the measurements the policy was checked against."""
+
+    kind: str
+    status: str
+    measurements: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEvidence:
+    """AttestNode: the node's evidence (the JSON form of docs/attestation.md) of kind ``kind``, not yet checked."""
+
+    kind: str
+    evidence: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Enrollment:
-    """A newly enrolled app. The APIKey is shown only once: store it (``ehsm-kms profile add`` keeps it 0600)."""
+    """A newly enrolled app. The APIKey is shown only once: store it (``ehsm-kms profile add`` keeps it 0600).
+
+    ``attestation`` is set when the enrollment was attested (``enroll(attest=policy)``)."""
 
     appid: str
     apikey: str = field(repr=False)
+    attestation: NodeAttestation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +293,58 @@ class KeyDeletion:
     @property
     def deletes_at(self) -> datetime | None:
         return _when(self.deletion_date)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationSchedule:
+    """UpdateKeyRotation: ``rotation_period`` in days (0: no automatic rotation) and the next rotation (ms)."""
+
+    keyid: str
+    rotation_period: int
+    next_rotation_date: int | None
+
+    @property
+    def next_rotation_at(self) -> datetime | None:
+        return _when(self.next_rotation_date)
+
+
+# ---------------------------------------------------------------- administration (docs/beyond.md)
+@dataclass(frozen=True, slots=True)
+class AppInfo:
+    """An app as the admin actions show it; ``keys`` (its number of keys) only from AdminShowApp."""
+
+    appid: str
+    state: str
+    created_date: int | None
+    keys: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    @property
+    def created_at(self) -> datetime | None:
+        return _when(self.created_date)
+
+
+@dataclass(frozen=True, slots=True)
+class NewApiKey:
+    """AdminRotateApiKey: the app's new APIKey (the old one no longer works). Shown once."""
+
+    appid: str
+    apikey: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollToken:
+    """AdminIssueEnrollToken: a one-time enrollment token, valid until ``expire_time`` (ms)."""
+
+    token: str = field(repr=False)
+    expire_time: int | None = None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return _when(self.expire_time)
 
 
 # ---------------------------------------------------------------- reading result objects

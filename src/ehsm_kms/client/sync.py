@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
 from ehsm_kms.client import _calls as c
+from ehsm_kms.client import attested
 from ehsm_kms.client import results as r
 from ehsm_kms.client._base import DEFAULT_BACKOFF, DEFAULT_RETRIES, DEFAULT_TIMEOUT, KEEPALIVE, ClientBase
 from ehsm_kms.client._calls import Bytes, Name
@@ -17,15 +18,9 @@ from ehsm_kms.client._calls import Bytes, Name
 T = TypeVar("T")
 
 
-class Client(ClientBase):
-    """A client of one ehsm-kms (or eHSM-KMS) server.
-
-    ``url``, ``appid`` and ``apikey`` default to ``EHSM_KMS_URL``/``EHSM_SERVER_URL``, ``EHSM_KMS_APPID``/
-    ``EHSM_APPID`` and ``EHSM_KMS_APIKEY``/``EHSM_APIKEY``. TLS certificates are verified (``ca_bundle`` for a private
-    CA, default ``EHSM_KMS_CA_BUNDLE``); ``insecure=True`` turns verification off and must be asked for. Safe actions
-    (reads and pure cryptography) are retried ``retries`` times after a connection failure, with exponential
-    backoff from ``backoff`` seconds. ``transport`` replaces the network (any ``httpx.BaseTransport``).
-    """
+class SyncSession(ClientBase):
+    """The synchronous half shared by :class:`Client` and :class:`~ehsm_kms.client.AdminClient`: one
+    ``httpx.Client``, and sending a call with retries."""
 
     def __init__(
         self,
@@ -50,12 +45,13 @@ class Client(ClientBase):
             retries=retries,
             backoff=backoff,
         )
+        self._transport = transport
         self._http = httpx.Client(verify=self._verify, timeout=self._timeout, limits=KEEPALIVE, transport=transport)
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -63,14 +59,15 @@ class Client(ClientBase):
     ) -> None:
         self.close()
 
+    def _send(self, http: httpx.Client, call: c.Call[Any]) -> httpx.Response:
+        params, content, headers = self._request_parts(call)
+        return http.request(call.method, self._endpoint, params=params, content=content, headers=headers)
+
     def _run(self, call: c.Call[T]) -> T:
         attempt = 0
         while True:
-            params, content, headers = self._request_parts(call)
             try:
-                response = self._http.request(
-                    call.method, self._endpoint, params=params, content=content, headers=headers
-                )
+                response = self._send(self._http, call)
             except httpx.HTTPError as exc:
                 delay = self._retry_delay(call, exc, attempt)
                 if delay is None:
@@ -80,20 +77,64 @@ class Client(ClientBase):
                 continue
             return self._answer(call, response)
 
+    def _once(self, http: httpx.Client, call: c.Call[T]) -> tuple[httpx.Response, T]:
+        """One attempt, no retry (attested enrollment: the connection matters)."""
+        try:
+            response = self._send(http, call)
+        except httpx.HTTPError as exc:
+            raise self._failed(call, exc) from exc
+        return response, self._answer(call, response)
+
+
+class Client(SyncSession):
+    """A client of one ehsm-kms (or eHSM-KMS) server.
+
+    ``url``, ``appid`` and ``apikey`` default to ``EHSM_KMS_URL``/``EHSM_SERVER_URL``, ``EHSM_KMS_APPID``/
+    ``EHSM_APPID`` and ``EHSM_KMS_APIKEY``/``EHSM_APIKEY``. TLS certificates are verified (``ca_bundle`` for a private
+    CA, default ``EHSM_KMS_CA_BUNDLE``); ``insecure=True`` turns verification off and must be asked for. Safe actions
+    (reads and pure cryptography) are retried ``retries`` times after a connection failure, with exponential
+    backoff from ``backoff`` seconds. ``transport`` replaces the network (any ``httpx.BaseTransport``).
+    """
+
     # ---------------------------------------------------------------- app
     def get_version(self) -> r.Version:
         """GetVersion (no credentials needed)."""
         return self._run(c.get_version())
 
-    def enroll(self, token: str | None = None) -> r.Enrollment:
+    def enroll(
+        self,
+        token: str | None = None,
+        *,
+        attest: attested.PolicySource | None = None,
+        verifier: attested.Verifier | None = None,
+    ) -> r.Enrollment:
         """Enroll a new app; ``token`` is the one-time enrollment token of a server in ``enroll_mode=token``.
 
-        A client without credentials starts using the new app's.
+        With ``attest`` (a policy, or a policy file), the node must first show evidence bound to this TLS
+        connection's key that verifies against the policy, or no credentials are accepted
+        (:class:`~ehsm_kms.provisioning.attest.AttestationError`); ``verifier`` is the kind's verifier where the
+        policy alone is not enough (DCAP collateral). A client without credentials starts using the new app's.
         """
-        made = self._run(c.enroll(token))
+        made = self._run(c.enroll(token)) if attest is None else self._attested_enroll(token, attest, verifier)
         if not self.has_credentials:
             self.set_credentials(made.appid, made.apikey)
         return made
+
+    def _attested_enroll(
+        self, token: str | None, source: attested.PolicySource, verifier: attested.Verifier | None
+    ) -> r.Enrollment:
+        check = attested.AttestedEnrollment.start(self._endpoint, source, verifier)
+        limits = attested.ONE_CONNECTION
+        with httpx.Client(verify=self._verify, timeout=self._timeout, limits=limits, transport=self._transport) as http:
+            response, evidence = self._once(http, c.attest_node(check.nonce))
+            check.check_evidence(response, evidence)
+            response, made = self._once(http, c.enroll(token))
+            return check.accept(response, made)
+
+    def attest_node(self, nonce: Bytes) -> r.NodeEvidence:
+        """AttestNode: the node's evidence over ``nonce`` and its TLS key, unchecked (``enroll(attest=...)`` checks
+        it; this is for inspection and for verifiers of one's own)."""
+        return self._run(c.attest_node(nonce))
 
     def call(self, action: str, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Any action by name, signed like every other; the ``result`` object as the server sent it."""
@@ -328,3 +369,15 @@ class Client(ClientBase):
     def cancel_key_deletion(self, keyid: str) -> None:
         """CancelKeyDeletion: the key is back in the state it had (enabled or disabled)."""
         self._run(c.cancel_key_deletion(keyid))
+
+    def set_min_decrypt_version(self, keyid: str, version: int) -> int:
+        """SetMinDecryptVersion: versions below ``version`` no longer decrypt (it can be lowered again)."""
+        return self._run(c.set_min_decrypt_version(keyid, version))
+
+    def update_key_rotation(self, keyid: str, rotation_period_days: int) -> r.RotationSchedule:
+        """UpdateKeyRotation: rotate automatically every ``rotation_period_days`` days (0: stop)."""
+        return self._run(c.update_key_rotation(keyid, rotation_period_days))
+
+    def update_key_description(self, keyid: str, description: str | None = None) -> None:
+        """UpdateKeyDescription; no description removes it."""
+        self._run(c.update_key_description(keyid, description))

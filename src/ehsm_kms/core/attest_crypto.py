@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -22,6 +23,7 @@ __all__ = [
     "EcPublic",
     "RsaPublic",
     "SignatureInvalid",
+    "certificate_spki",
     "public_from_pem",
     "spki_der",
     "verify_ecdsa",
@@ -129,3 +131,18 @@ def public_from_pem(pem: bytes) -> RsaPublic | EcPublic:
         point = key.public_numbers()
         return EcPublic(_CURVE_NAMES[key.curve.name], point.x, point.y)
     raise ValueError("only RSA and NIST P-256/P-384/P-521 public keys are accepted")
+
+
+def certificate_spki(certificate: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of an X.509 certificate (PEM or DER): the TLS key that attested enrollment
+    binds into a node's evidence. ValueError for anything that is not a certificate."""
+    try:
+        if certificate.lstrip().startswith(b"-----BEGIN"):
+            cert = x509.load_pem_x509_certificate(certificate)
+        else:
+            cert = x509.load_der_x509_certificate(certificate)
+        return cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("not an X.509 certificate") from None

@@ -39,6 +39,10 @@ def make_sealer(cfg: CoreConfig) -> Sealer:
         return pkcs11_sealer.Pkcs11Sealer(
             cfg.pkcs11_module, cfg.pkcs11_token, _secret(cfg).decode("utf-8"), cfg.pkcs11_key_label
         )
+    if cfg.sealer == "tpm2":
+        from ehsm_kms.core.sealers import tpm2 as tpm2_sealer
+
+        return tpm2_sealer.Tpm2Sealer(cfg.tpm2_tcti)
     if cfg.sealer == "file":
         return file_sealer.FileSealer(allow=cfg.allow_file_sealer)
     raise errors.CoreStartError(f"unknown sealer {cfg.sealer!r}; choose one of {', '.join(SEALERS)}")

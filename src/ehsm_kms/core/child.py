@@ -4,44 +4,32 @@ It hardens itself before it holds any secret: not dumpable (``PR_SET_DUMPABLE`` 
 cannot ptrace it or read its memory), no core dumps, every file descriptor closed but its channel (0-2 are
 ``/dev/null``), and memory
 locked (``mlockall``) where the system allows it so the domain key is never written to swap. Then it reads the
-init message, opens the domain key through its sealer, runs the self-tests, and serves calls one at a time.
+init message, opens the domain key through its sealer (single mode) or asks the machine's dkeycache for it (cluster
+mode; without an answer it starts anyway and waits), runs the self-tests, and serves calls one at a time.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
-import resource
-import signal
 import socket
 import sys
 from typing import BinaryIO, cast
 
 import msgspec
 
-from ehsm_kms.core import channel
-from ehsm_kms.core.bootstrap import open_ring
+from ehsm_kms.core import channel, hardening
 from ehsm_kms.core.coreconfig import CoreConfig
 from ehsm_kms.core.protocol import Reply, decode_call, encode
-
-PR_SET_PDEATHSIG = 1
-PR_GET_DUMPABLE = 3
-PR_SET_DUMPABLE = 4
-MCL_CURRENT = 1
-MCL_FUTURE = 2
 
 _config_decoder = msgspec.msgpack.Decoder(CoreConfig)
 
 
 def harden(keep_fd: int) -> dict[str, object]:
-    """Apply the process protections; report what holds (a refused protection is reported, not fatal)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # never outlive the server that started us
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    """Apply the process protections (:mod:`ehsm_kms.core.hardening`, and never outlive the server that started
+    us), then close every descriptor but the channel; report what holds (a refused protection is reported)."""
+    report = hardening.harden(die_with_parent=True)
     os.closerange(0, keep_fd)
     os.closerange(keep_fd + 1, 65536)
     # 0, 1 and 2 point at /dev/null, so that a library writing to stderr (GmSSL traces failed verifications
@@ -52,12 +40,7 @@ def harden(keep_fd: int) -> dict[str, object]:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
-    locked = libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
-    return {
-        "dumpable": int(libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)),
-        "core_limit": resource.getrlimit(resource.RLIMIT_CORE)[1],
-        "mlock": locked,
-    }
+    return report
 
 
 class _ChannelLog(logging.Handler):
@@ -84,28 +67,32 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
 
 
 def serve(fd: int) -> int:
-    hardening = harden(fd)
+    report = harden(fd)
     sock = socket.socket(fileno=fd)
     log = logging.getLogger("ehsm_kms.core")
     log.addHandler(_ChannelLog(sock))
     log.setLevel(logging.INFO)
     log.propagate = False
-    if hardening["dumpable"] != 0:
-        log.warning("core process protection not available: prctl(PR_SET_DUMPABLE)")
-    if not hardening["mlock"]:
-        log.warning("core process protection not available: mlockall (memory may be swapped)")
+    for warning in hardening.warnings_for(report):
+        log.warning("core %s", warning)
     reader = cast(BinaryIO, sock.makefile("rb", buffering=65536))
 
     from ehsm_kms import errors
     from ehsm_kms.core.enclave import Enclave
+    from ehsm_kms.core.ops_ring import RingKeeper
+    from ehsm_kms.core.ringsource import ring_source
 
     request_id, length = channel.parse_header(_read_exact(reader, channel.HEADER.size))
     try:
         cfg = _config_decoder.decode(_read_exact(reader, length))
-        enclave = Enclave(open_ring(cfg), run_self_tests=cfg.run_self_tests)
+        keeper = RingKeeper(ring_source(cfg))
+        # Single mode: a wrong passphrase or a damaged file stops here. Cluster mode: no ring yet is no failure;
+        # the core answers CoreUnavailable until the proxy's ring_refresh finds one.
+        enclave = Enclave(keeper.first(), run_self_tests=cfg.run_self_tests, keeper=keeper)
         del cfg
+        ring = enclave.ring_or_none
         init_reply = Reply(
-            result={"pid": os.getpid(), "dk_version": enclave.ring.current_version, "hardening": hardening}
+            result={"pid": os.getpid(), "dk_version": ring.current_version if ring else 0, "hardening": report}
         )
     except errors.EhsmError as exc:
         sock.sendall(channel.frame(request_id, encode(Reply(error=type(exc).__name__, message=exc.message))))

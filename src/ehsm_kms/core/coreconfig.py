@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-SEALERS = ("passphrase", "pkcs11", "file")
+# What a call gets while the core has no domain-key ring yet (cluster mode, waiting for the dkeycache).
+WAITING_FOR_RING = "the core is waiting for the domain key"
+
+SEALERS = ("passphrase", "pkcs11", "tpm2", "file")
 
 
 class CoreConfig(msgspec.Struct, frozen=True):
@@ -16,9 +19,16 @@ class CoreConfig(msgspec.Struct, frozen=True):
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token: str = "ehsm-kms"
     pkcs11_key_label: str = "ehsm-kms-dk-wrap"
+    tpm2_tcti: str = "device:/dev/tpmrm0"
     allow_file_sealer: bool = False
     run_self_tests: bool = True
     scrypt_n: int = 2**15
+    # Where the ring comes from: "single" = the sealed file above; "cluster" = the machine's dkeycache socket.
+    run_mode: str = "single"
+    dkeycache_socket: str = ""
+    dk_fetch_timeout_s: float = 2.0
 
     def __repr__(self) -> str:  # never show the secret
+        if self.run_mode == "cluster":
+            return f"CoreConfig(run_mode='cluster', dkeycache_socket={self.dkeycache_socket!r})"
         return f"CoreConfig(sealer={self.sealer!r}, sealed_path={self.sealed_path!r})"

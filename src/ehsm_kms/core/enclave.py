@@ -17,10 +17,11 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ehsm_kms import errors
 from ehsm_kms.core import keyblob, selftest
+from ehsm_kms.core.coreconfig import WAITING_FOR_RING
 from ehsm_kms.core.dk import DomainKeyRing
 from ehsm_kms.core.enclave_util import b64decode, b64encode
 from ehsm_kms.core.protocol import ALIAS_PREFIX, AppCredential, Call, KeyRef, Reply, SignedRequest
@@ -28,6 +29,9 @@ from ehsm_kms.core.registry import HANDLERS
 from ehsm_kms.core.secret import SecretBytes
 from ehsm_kms.core.specs import KeySpec, KeyUsage, Origin
 from ehsm_kms.wire import sign as wire_sign
+
+if TYPE_CHECKING:
+    from ehsm_kms.core.ops_ring import RingKeeper
 
 log = logging.getLogger("ehsm_kms.core")
 
@@ -97,16 +101,22 @@ class _Lru:
 
 
 class Enclave:
-    """The core itself. Not thread-safe: the isolated core runs it on one thread; in-process callers serialize."""
+    """The core itself. Not thread-safe: the isolated core runs it on one thread; in-process callers serialize.
+
+    ``ring`` may be None (cluster mode, before the dkeycache answered): every operation but the ring's own then
+    fails with CoreUnavailable until ``keeper`` finds a ring (:mod:`ehsm_kms.core.ops_ring`).
+    """
 
     def __init__(
         self,
-        ring: DomainKeyRing,
+        ring: DomainKeyRing | None,
         *,
         clock_ms: Callable[[], int] | None = None,
         run_self_tests: bool = True,
+        keeper: RingKeeper | None = None,
     ) -> None:
-        self.ring = ring
+        self._ring = ring
+        self.keeper = keeper
         self.clock_ms: Callable[[], int] = clock_ms or (lambda: int(time.time() * 1000))
         self._apikeys = _Lru(_CACHE_SIZE)
         self.loaded = _Lru(_CACHE_SIZE)
@@ -114,8 +124,25 @@ class Enclave:
         if run_self_tests:
             self.self_test_report = selftest.run_all()
 
+    @property
+    def ring(self) -> DomainKeyRing:
+        ring = self._ring
+        if ring is None:
+            raise errors.CoreUnavailable(WAITING_FOR_RING)
+        return ring
+
+    @property
+    def ring_or_none(self) -> DomainKeyRing | None:
+        return self._ring
+
+    def set_ring(self, ring: DomainKeyRing) -> None:
+        """Adopt a ring that extends the one held (checked by the caller); cached opened keys stay valid, since
+        every version they were opened under keeps its key."""
+        self._ring = ring
+
     def __repr__(self) -> str:
-        return f"Enclave(dk_version={self.ring.current_version})"
+        ring = self._ring
+        return f"Enclave(dk_version={ring.current_version if ring is not None else 0})"
 
     def __reduce__(self) -> Any:
         raise TypeError("the Enclave cannot be pickled")
@@ -126,6 +153,8 @@ class Enclave:
         try:
             if handler is None:
                 raise errors.CryptoError("action not find.")
+            if self.keeper is not None:
+                self.keeper.ensure(self, call_blobs(call))
             return Reply(result=handler(self, call))
         except errors.EhsmError as exc:
             return Reply(error=type(exc).__name__, message=exc.message)
@@ -188,5 +217,6 @@ class Enclave:
 # Import for the side effect of registering the handlers.
 import ehsm_kms.core.ops_quotes  # noqa: E402, F401
 from ehsm_kms.core import ops_admin, ops_crypto, ops_keys, ops_secrets, ops_versions  # noqa: E402, F401
+from ehsm_kms.core.ops_ring import call_blobs  # noqa: E402
 
 __all__ = ["Enclave", "apikey_binding", "b64decode", "b64encode", "cmk_binding", "ops_crypto", "ops_keys"]

@@ -7,6 +7,12 @@ would be bound by the round trip). A supervisor restarts a core that died; calls
 
 :class:`LocalCore` runs the Enclave in this process on one worker thread, for deployments where the whole node runs
 inside a TEE, and for tests.
+
+Both follow the core's domain-key ring (:mod:`ehsm_kms.core.ringfollow`): until the core holds one (cluster mode,
+before the dkeycache answered) they ask it to fetch with a bounded exponential backoff with jitter, forever until
+closed, and answer every other call with CoreUnavailable ("waiting for the domain key") instead of making it wait;
+once it does, they ask it to look for a newer ring every ``refresh_interval_s``. A restarted core starts waiting
+again.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import msgspec
 
 from ehsm_kms import errors
 from ehsm_kms.core import channel
-from ehsm_kms.core.coreconfig import CoreConfig
+from ehsm_kms.core.coreconfig import WAITING_FOR_RING, CoreConfig
 from ehsm_kms.core.protocol import Call, Reply, decode_reply, encode
+from ehsm_kms.core.ringfollow import RING_OPS, RingFollower
 
 log = logging.getLogger("ehsm_kms.core")
 
@@ -33,6 +40,13 @@ class Core(Protocol):
     async def start(self) -> None: ...
     async def call(self, call: Call) -> dict[str, Any]: ...
     async def close(self) -> None: ...
+
+    @property
+    def ready(self) -> bool:
+        """Whether the core holds a domain-key ring (False while it waits for one, or restarts)."""
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until :attr:`ready`; False when ``timeout`` seconds passed first."""
 
 
 def raise_reply(reply: Reply) -> dict[str, Any]:
@@ -48,27 +62,50 @@ def raise_reply(reply: Reply) -> dict[str, Any]:
 class LocalCore:
     """The Enclave in this process (in-process mode)."""
 
-    def __init__(self, config: CoreConfig) -> None:
+    def __init__(self, config: CoreConfig, *, refresh_interval_s: float = 30.0) -> None:
         self._config = config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ehsm-core")
         self._enclave: Any = None
+        self._ring = RingFollower(self._run, refresh_interval_s)
+
+    @property
+    def ready(self) -> bool:
+        return self._enclave is not None and self._ring.dk_version > 0
+
+    @property
+    def dk_version(self) -> int:
+        return self._ring.dk_version
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        return await self._ring.wait(timeout)
 
     async def start(self) -> None:
-        from ehsm_kms.core.bootstrap import open_ring
         from ehsm_kms.core.enclave import Enclave
+        from ehsm_kms.core.ops_ring import RingKeeper
+        from ehsm_kms.core.ringsource import ring_source
 
         def boot() -> Any:
-            return Enclave(open_ring(self._config), run_self_tests=self._config.run_self_tests)
+            keeper = RingKeeper(ring_source(self._config))
+            return Enclave(keeper.first(), run_self_tests=self._config.run_self_tests, keeper=keeper)
 
         self._enclave = await asyncio.get_running_loop().run_in_executor(self._executor, boot)
+        ring = self._enclave.ring_or_none
+        self._ring.note(ring.current_version if ring is not None else 0)
+        self._ring.start()
 
-    async def call(self, call: Call) -> dict[str, Any]:
+    async def _run(self, call: Call) -> dict[str, Any]:
         if self._enclave is None:
             raise errors.CoreUnavailable()
         reply = await asyncio.get_running_loop().run_in_executor(self._executor, self._enclave.handle, call)
         return raise_reply(reply)
 
+    async def call(self, call: Call) -> dict[str, Any]:
+        if not self._ring.dk_version and call.op not in RING_OPS:
+            raise errors.CoreUnavailable(WAITING_FOR_RING)
+        return await self._run(call)
+
     async def close(self) -> None:
+        await self._ring.stop()
         self._enclave = None
         self._executor.shutdown(wait=True)
 
@@ -76,7 +113,9 @@ class LocalCore:
 class IsolatedCore:
     """The Enclave in a hardened child process, with a supervisor that restarts it."""
 
-    def __init__(self, config: CoreConfig, *, restart: bool = True, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self, config: CoreConfig, *, restart: bool = True, max_backoff: float = 5.0, refresh_interval_s: float = 30.0
+    ) -> None:
         self._config = config
         self._restart = restart
         self._max_backoff = max_backoff
@@ -89,14 +128,28 @@ class IsolatedCore:
         self._ready = asyncio.Event()
         self.restarts = 0
         self.hardening: dict[str, Any] = {}
+        self._ring = RingFollower(self._send, refresh_interval_s)
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._ring.dk_version > 0
+
+    @property
+    def dk_version(self) -> int:
+        return self._ring.dk_version
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        return await self._ring.wait(timeout)
+
     async def start(self) -> None:
-        """Start the child and wait for it to open the domain key; raise CoreStartError with its reason."""
+        """Start the child; raise CoreStartError with its reason. In single mode the child has opened the domain
+        key when this returns; in cluster mode it may still wait for the dkeycache (see :attr:`ready`)."""
         await self._spawn()
+        self._ring.start()
 
     async def _spawn(self) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -124,9 +177,11 @@ class IsolatedCore:
             await self._reap()
             raise errors.CoreStartError(reply.message or "the core refused to start")
         self.hardening = dict(reply.result.get("hardening", {}))
-        log.info("isolated core started (pid %s, DK version %s)", self._proc.pid, reply.result.get("dk_version"))
+        version = int(reply.result.get("dk_version", 0))
+        log.info("isolated core started (pid %s, DK version %s)", self._proc.pid, version or "none yet")
         self._reader_task = asyncio.create_task(self._read_loop(reader))
         self._ready.set()
+        self._ring.note(version)
 
     def _take_id(self) -> int:
         rid = self._next_id
@@ -165,6 +220,7 @@ class IsolatedCore:
 
     async def _on_core_lost(self) -> None:
         self._ready.clear()
+        self._ring.note(0, alive=False)
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -194,6 +250,11 @@ class IsolatedCore:
             await self._proc.wait()
 
     async def call(self, call: Call) -> dict[str, Any]:
+        if not self._ring.dk_version and call.op not in RING_OPS and self._ready.is_set():
+            raise errors.CoreUnavailable(WAITING_FOR_RING)
+        return await self._send(call)
+
+    async def _send(self, call: Call) -> dict[str, Any]:
         writer = self._writer
         if writer is None or not self._ready.is_set():
             raise errors.CoreUnavailable()
@@ -208,6 +269,7 @@ class IsolatedCore:
 
     async def close(self) -> None:
         self._closing = True
+        await self._ring.stop()
         self._ready.clear()
         if self._writer is not None:
             self._writer.close()
@@ -223,8 +285,10 @@ class IsolatedCore:
                 await self._proc.wait()
 
 
-def make_core(config: CoreConfig, *, isolated: bool) -> Core:
-    return IsolatedCore(config) if isolated else LocalCore(config)
+def make_core(config: CoreConfig, *, isolated: bool, refresh_interval_s: float = 30.0) -> Core:
+    if isolated:
+        return IsolatedCore(config, refresh_interval_s=refresh_interval_s)
+    return LocalCore(config, refresh_interval_s=refresh_interval_s)
 
 
 __all__ = ["Core", "IsolatedCore", "LocalCore", "make_core"]

@@ -8,6 +8,7 @@ result code; never a request body, plaintext, key or secret.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs
 from ehsm_kms import errors
 from ehsm_kms.core.protocol import SignedRequest
 from ehsm_kms.server.metrics import Metrics
-from ehsm_kms.service import admin, apps, audit
+from ehsm_kms.service import admin, apps, attestation, audit
 from ehsm_kms.service.all_actions import HANDLERS
 from ehsm_kms.service.node import Node
 from ehsm_kms.service.scheduler import Scheduler
@@ -58,6 +59,7 @@ class KmsApp:
         self.scheduler_interval_s = scheduler_interval_s
         self.scheduler: Scheduler | None = None
         self.audit_fail_closed = audit_fail_closed
+        self._admin_task: asyncio.Task[None] | None = None
 
     def _request_id(self) -> str:
         """Unique per process and start: a random prefix and a counter (cheaper than a UUID per request)."""
@@ -66,14 +68,37 @@ class KmsApp:
 
     async def startup(self) -> None:
         self.node = await self._node_factory()
-        await admin.ensure_admin_credential(self.node)
+        if self.node.core.ready:
+            await admin.ensure_admin_credential(self.node)
+        else:  # cluster mode, no domain key yet: serve /healthz (and 503 on /readyz) while the core waits
+            self._admin_task = asyncio.create_task(self._admin_credential_when_ready(self.node))
         if self.scheduler_interval_s > 0:
-            self.scheduler = Scheduler(self.node, interval_s=self.scheduler_interval_s)
+            self.scheduler = Scheduler(
+                self.node, interval_s=self.scheduler_interval_s, audit_fail_closed=self.audit_fail_closed
+            )
             self.scheduler.start()
         log.info("ready; enroll_mode=%s", self.enroll_mode)
 
+    async def _admin_credential_when_ready(self, node: Node) -> None:
+        """The admin credential needs the core (it seals it): make it once the domain key arrived."""
+        await node.core.wait_ready()
+        delay = 0.1
+        while True:
+            try:
+                await admin.ensure_admin_credential(node)
+                return
+            except errors.EhsmError as exc:
+                log.warning("cannot make the admin credential yet: %s", exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     async def shutdown(self) -> None:
         self.draining = True
+        if self._admin_task is not None:
+            self._admin_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._admin_task
+            self._admin_task = None
         if self.scheduler is not None:
             await self.scheduler.stop()
             self.scheduler = None
@@ -117,7 +142,8 @@ class KmsApp:
 
     async def _readyz(self, send: Send) -> None:
         node = self.node
-        ready = node is not None and not self.draining
+        # Not ready while the core has no domain key (cluster mode, waiting for the dkeycache) or restarts.
+        ready = node is not None and not self.draining and node.core.ready
         if node is not None:
             start = time.perf_counter()
             try:
@@ -132,7 +158,7 @@ class KmsApp:
     async def _kms(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         request_id = self._request_id()
-        trail = audit.begin()
+        trail = audit.begin(request_id, _client(scope))
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         action_name = (query.get("Action") or [""])[0]
         appid = "-"
@@ -202,8 +228,14 @@ class KmsApp:
     async def _get_action(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
         if name == "GetVersion":
             return envelope.success_for(name, apps.version())
+        if name == "AttestNode":
+            nonces = query.get("nonce")
+            made_evidence = await attestation.attest_node(self._live_node(), nonces[0] if nonces else None)
+            return envelope.success_for(name, made_evidence)
         tokens = query.get("token") or query.get("enroll_token")
         token = tokens[0] if tokens else None
+        if self.audit_fail_closed:
+            await audit.write_ahead(self._live_node(), name, None)
         made = await apps.enroll(self._live_node(), self.enroll_mode, token)
         return envelope.success_for(name, made)
 
@@ -234,6 +266,8 @@ class KmsApp:
             raise errors.ApiNotFound()
         normalized = payload.normalize(info.name, fields.payload if isinstance(fields.payload, dict) else {})
         payload.validate(info.name, normalized)
+        if self.audit_fail_closed:
+            await audit.write_ahead(node, info.name, normalized)
         outcome = await handler(node, req, normalized)
         if outcome.message is not None:
             return envelope.success(outcome.result, outcome.message), fields.appid

@@ -26,15 +26,24 @@ def core_config(settings: Settings, *, secret: bytes | None = None) -> CoreConfi
         secret=secret,
         pkcs11_module=settings.pkcs11_module,
         pkcs11_token=settings.pkcs11_token,
+        tpm2_tcti=settings.sealer_tcti,
         allow_file_sealer=settings.allow_file_sealer,
+        run_mode=settings.run_mode,
+        dkeycache_socket=settings.dkeycache_socket,
     )
 
 
 async def build_node(settings: Settings, *, secret: bytes | None = None) -> Node:
+    """The node, its store migrated and its core started. In cluster mode the core may still be waiting for the
+    domain key when this returns (``node.core.ready``): the server answers /healthz meanwhile, /readyz says 503."""
     settings.data_path.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = open_store(settings.store)
     await store.migrate()
-    core = make_core(core_config(settings, secret=secret), isolated=settings.core_mode == "isolated")
+    core = make_core(
+        core_config(settings, secret=secret),
+        isolated=settings.core_mode == "isolated",
+        refresh_interval_s=settings.dk_refresh_interval_ms / 1000,
+    )
     try:
         await core.start()
     except BaseException:

@@ -16,6 +16,12 @@ Where we differ from the original, on purpose (docs/attestation.md):
   requests whose signature it had checked too, but stored policies by a separate path).
 
 GetQuotePolicy of an unknown policy id answers 200 with only ``policyId``, as the original (section 12.2.8).
+
+AttestNode (ours, docs/attestation.md) is attested enrollment's first step: a GET action like Enroll, asked before
+the client has an appid, that answers the node's evidence over the client's nonce *and* the DER SubjectPublicKeyInfo
+of the node's TLS certificate (``bind_report_data(nonce, spki, purpose="ehsm-kms AttestNode")``). The client checks
+the evidence against its policy and that the key is the one of the connection it is on, then enrolls on that same
+connection. It needs no authentication because it reveals nothing but evidence, which is public by design.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ehsm_kms import errors
 from ehsm_kms.config import Settings
@@ -45,6 +52,8 @@ from ehsm_kms.provisioning.attest.errors import (
 from ehsm_kms.service.node import Node
 from ehsm_kms.service.registry import Outcome, action
 from ehsm_kms.storage.quotes_base import QuotePolicyRecord
+from ehsm_kms.wire import payload as wire_payload
+from ehsm_kms.wire.actions import ATTEST_NODE_PURPOSE
 
 if TYPE_CHECKING:
     from ehsm_kms.provisioning.attest.dcap import SgxDcapVerifier
@@ -52,6 +61,11 @@ if TYPE_CHECKING:
 MAX_QUOTE_BYTES = 8192  # EH_QUOTE_MAX_SIZE (contract section 4.6)
 PROVIDERS = ("", "sgx-dcap", "tpm2")
 _NODE_SIDE = (NoTee, ProviderUnavailable, CollateralUnavailable)
+NONCE_MIN, NONCE_MAX = 16, 64  # AttestNode's nonce, in bytes: fresh enough, and no more than a challenge needs
+PURPOSE_ATTEST_NODE: Final = ATTEST_NODE_PURPOSE  # evidence made for AttestNode is not GenerateQuote's, and back
+NO_TLS_MESSAGE: Final = (
+    "This node serves no TLS certificate of its own (tls_cert or tls_self_signed): AttestNode needs one to bind."
+)
 _T = TypeVar("_T")
 log = logging.getLogger("ehsm_kms.attest")
 
@@ -63,6 +77,24 @@ class AttestationContext:
 
     provider: Provider | None = None
     verifier: SgxDcapVerifier | None = None
+    tls_cert: Path | None = None  # the certificate the node serves, whose key AttestNode binds
+    _spki: bytes | None = None
+
+    def channel_key(self) -> bytes:
+        """The DER SubjectPublicKeyInfo of the node's TLS certificate, read once."""
+        if self._spki is None:
+            if self.tls_cert is None:
+                raise ProviderUnavailable(NO_TLS_MESSAGE)
+            # Imported here: the server process loads cryptography only when it attests (tests/test_invariants.py).
+            from ehsm_kms.core.attest_crypto import certificate_spki
+
+            try:
+                self._spki = certificate_spki(self.tls_cert.read_bytes())
+            except (OSError, ValueError) as exc:
+                err = ProviderUnavailable(NO_TLS_MESSAGE)
+                err.add_note(f"{self.tls_cert}: {exc}")
+                raise err from None
+        return self._spki
 
 
 _CONTEXTS: weakref.WeakKeyDictionary[Node, AttestationContext] = weakref.WeakKeyDictionary()
@@ -96,7 +128,17 @@ def build_context(settings: Settings) -> AttestationContext:
             dcap.CollateralFile(settings.collateral_file) if settings.collateral_file else dcap.Pccs(settings.pccs_url)
         )
         verifier = dcap.SgxDcapVerifier(source, clock=clock)
-    return AttestationContext(provider, verifier)
+    return AttestationContext(provider, verifier, tls_certificate(settings))
+
+
+def tls_certificate(settings: Settings) -> Path | None:
+    """The certificate ``ehsm-kms serve`` serves: the given one, or the self-signed one of the data directory
+    (the name :func:`ehsm_kms.server.tls.self_signed` gives it); None over plain HTTP."""
+    if settings.tls_cert:
+        return Path(settings.tls_cert)
+    if settings.tls_self_signed:
+        return settings.data_path / "tls-cert.pem"
+    return None
 
 
 def configure(node: Node, settings: Settings) -> Node:
@@ -214,3 +256,21 @@ async def get_quote_policy(node: Node, req: SignedRequest, payload: dict[str, An
             "createTime": found.created_ms,
         }
     )
+
+
+async def attest_node(node: Node, nonce: str | None) -> dict[str, Any]:
+    """AttestNode: ``{"nonce", "kind", "evidence"}``, the evidence (base64 of :meth:`Evidence.encode`) binding
+    the nonce and this node's TLS key. A node without a provider or without a TLS certificate answers a clear
+    500 (the node cannot, the client did nothing wrong)."""
+    if nonce is not None:
+        nonce = nonce.replace(" ", "+")  # a '+' sent unescaped in the query string arrives as a space
+    wire_payload.validate("AttestNode", {} if nonce is None else {"nonce": nonce})
+    raw = base64.b64decode(nonce or "")
+    if not NONCE_MIN <= len(raw) <= NONCE_MAX:
+        raise errors.PayloadError("Parameter invalid, The nonce length error.")
+    ctx = context(node)
+    if ctx.provider is None:
+        raise NoTee()
+    report_data = bind_report_data(raw, ctx.channel_key(), purpose=PURPOSE_ATTEST_NODE)
+    evidence = await _evidence(ctx.provider, report_data)
+    return {"nonce": nonce, "kind": evidence.kind, "evidence": _b64(evidence.encode())}

@@ -1,13 +1,36 @@
 """The audit trail: one record per request, whatever its outcome, and per job item; verification and export.
 
 The server opens a :class:`Trail` for each request (:func:`begin`); the layers below note on it what the record
-needs and only they know (the appid, the key and key version the request used), and the server writes the record
-after the action ran (:func:`record`). A record holds time, appid, action, keyid, key version, result code (with
-the error message), request id and client address; never a plaintext, ciphertext, key, secret or signature.
+needs and only they know (the appid, the key and key version the request used), and the server writes the
+*outcome* record after the action ran and before it answers (:func:`record`). A record holds time, appid, action,
+keyid, key version, result code (with the error message), request id and client address; never a plaintext,
+ciphertext, key, secret or signature.
 
-With ``audit_fail_closed`` a request whose record cannot be written is answered ``audit log unavailable`` instead
-of its result: nobody gets a plaintext, a signature or a new key id without a trail. An action that changed state
-(CreateKey, RotateKey, ...) has still taken effect then, as when a response is lost; the client sees a failure.
+Without ``audit_fail_closed`` (the default) that is the only write: a failed one is logged and the request
+answered. With ``audit_fail_closed``:
+
+- a request whose action can change state first gets a *request* record (:func:`write_ahead`: code 0, the appid
+  it claims, the action, the key, app or secret it names, request id, client), written durably before the action
+  runs. If it cannot be written the request is refused (``audit log unavailable``) and nothing has happened. So no
+  key, app, secret or setting changes without a record that it was asked for.
+- the outcome record follows as always; if it cannot be written the result is withheld (``audit log
+  unavailable``): nobody gets a plaintext, a signature or a new key id without a trail. A state change has then
+  taken effect with only its request record in the log, which ``verify-audit`` lists as a request without an
+  outcome (so does a node killed between the two writes).
+
+Actions listed in :data:`NO_LASTING_EFFECT` (Encrypt, Decrypt, Sign, the List and Describe actions, ...) change
+nothing but the replay record, and their outcome record is written before any result leaves the node; a request
+record would add a second durable write to the hot path and no guarantee, so they get none. Every other action,
+including one added later and not listed here, gets one.
+
+The other two writers of state follow the same rule with ``audit_fail_closed``. A background job (automatic
+rotation, due key deletion) writes each item's request record (:func:`job_ahead`, client ``scheduler``) before it
+changes anything for it; if that fails, the item and the rest of the batch are left as they are, still due, for
+the next run of any node, and the error is logged (action and keyid only). An ``ehsm-kms admin`` command on the
+node writes its request record (:func:`admin_ahead`, client ``cli``) before its change, or is refused
+(``audit log unavailable``, exit code 7) with nothing changed. Both then write their outcome record as before
+(:func:`job_event`, :func:`admin_event`), with the request record's request id. Without the setting, only the
+outcome record is written.
 
 The records form one hash chain for the whole store (:mod:`ehsm_kms.storage.audit_base`; docs/beyond.md says why
 one chain rather than one per node), checked by ``ehsm-kms admin verify-audit``.
@@ -15,15 +38,23 @@ one chain rather than one per node), checked by ``ehsm-kms admin verify-audit``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ehsm_kms import errors
-from ehsm_kms.storage.audit_base import AuditEvent, AuditRecord, ChainBreak, ChainReport, ChainVerifier
+from ehsm_kms.storage.audit_base import (
+    REQUEST_CODE,
+    AuditEvent,
+    AuditRecord,
+    ChainBreak,
+    ChainReport,
+    ChainVerifier,
+)
 
 if TYPE_CHECKING:
     from ehsm_kms.service.node import Node
@@ -33,6 +64,44 @@ log = logging.getLogger("ehsm_kms.audit")
 
 _PAGE = 1000
 
+# Actions whose only effect is their answer (and the replay record every signed request leaves): no request record
+# before them. A name not here gets one, so an action added to the table is written ahead until listed.
+NO_LASTING_EFFECT: frozenset[str] = frozenset(
+    {
+        "GetVersion",
+        "AttestNode",
+        "ListKey",
+        "GetPublicKey",
+        "Encrypt",
+        "Decrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "Sign",
+        "Verify",
+        "AsymmetricEncrypt",
+        "AsymmetricDecrypt",
+        "ExportDataKey",
+        "GenerateQuote",
+        "VerifyQuote",
+        "GetQuotePolicy",
+        "ListSecretVersionIds",
+        "ListSecrets",
+        "DescribeSecret",
+        "GetSecretValue",
+        "ListKeyVersions",
+        "ReEncrypt",
+        "GenerateMac",
+        "VerifyMac",
+        "ListAliases",
+        "DescribeKey",
+        "GenerateRandom",
+        "AdminListApps",
+        "AdminShowApp",
+    }
+)
+# What a request record names when the payload has no keyid: the app an admin action acts on, or the secret.
+_NAMED_FIELDS = ("keyid", "appid", "secretName")
+
 
 @dataclass
 class Trail:
@@ -40,16 +109,23 @@ class Trail:
     keyid: str = ""
     key_version: int = 0
     key_noted: bool = False
+    request_id: str = ""
+    client: str = "-"
 
 
 _TRAIL: ContextVar[Trail | None] = ContextVar("ehsm_kms_audit_trail", default=None)
 
 
-def begin() -> Trail:
+def begin(request_id: str = "", client: str = "-") -> Trail:
     """A new trail for the request this task serves (each request runs in its own task, so its own context)."""
-    trail = Trail()
+    trail = Trail(request_id=request_id, client=client)
     _TRAIL.set(trail)
     return trail
+
+
+def writes_ahead(action: str) -> bool:
+    """Whether ``action`` gets a request record before it runs (with ``audit_fail_closed``)."""
+    return action not in NO_LASTING_EFFECT
 
 
 def note_request(appid: Any, payload: Any) -> None:
@@ -90,8 +166,11 @@ async def record(
     code = int(result.get("code", 500))
     message = "" if code == 200 else str(result.get("message") or "")
     made = result.get("result")
-    if trail.appid == "-" and isinstance(made, dict) and isinstance(made.get("appid"), str):
-        trail.appid = made["appid"]  # Enroll: the app it made
+    if isinstance(made, dict):
+        if trail.appid == "-" and isinstance(made.get("appid"), str):
+            trail.appid = made["appid"]  # Enroll: the app it made
+        if not trail.keyid and isinstance(made.get("keyid"), str):
+            trail.keyid = made["keyid"]  # CreateKey: the key it made
     try:
         if node is None:
             raise errors.CoreUnavailable()
@@ -114,37 +193,169 @@ async def record(
     return result
 
 
-async def job_event(node: Node, action: str, appid: str, keyid: str, version: int, now_ms: int) -> None:
-    """The record of one item a background job did (a rotation, a deletion); a failure is logged, not raised,
-    because the item is done and must not be done again."""
+async def write_ahead(node: Node, action: str, payload: dict[str, Any] | None) -> None:
+    """With ``audit_fail_closed``, before the action runs: the request record, durably, or the request is refused.
+
+    It names what the request claims (nothing is authenticated or resolved yet): the appid, and the first of the
+    payload's keyid (or alias), appid (admin actions) or secretName. No other payload field is read.
+    """
+    if action in NO_LASTING_EFFECT:
+        return
+    trail = _TRAIL.get() or Trail()
+    named = ""
+    if payload:
+        named = next((v for f in _NAMED_FIELDS if isinstance(v := payload.get(f), str) and v), "")
     event = AuditEvent(
-        time_ms=now_ms,
-        appid=appid,
+        time_ms=node.clock_ms(),
+        appid=trail.appid,
         action=action,
-        keyid=keyid,
-        key_version=version,
-        code=200,
-        request_id="job-" + uuid.uuid4().hex[:12],
-        client="scheduler",
+        keyid=named,
+        code=REQUEST_CODE,
+        request_id=trail.request_id,
+        client=trail.client,
     )
     try:
         await node.store.append_audit(event)
     except Exception as exc:
-        log.error("audit record of job %s for key %s not written: %s", action, keyid, _why(exc))
+        log.error("audit record of request %s not written before it ran; refused: %s", trail.request_id, _why(exc))
+        raise errors.AuditUnavailable() from None
 
 
-async def admin_event(store: Store, action: str, actor: str, subject: str, now_ms: int) -> None:
-    """The record of a change made by an ``ehsm-kms admin`` command on the node (client ``cli``): who (the admin
-    id, or ``-`` for commands that need none) did what to which app (in the keyid field); a failure is raised."""
-    event = AuditEvent(
-        time_ms=now_ms,
-        appid=actor,
-        action=action,
-        keyid=subject,
-        request_id="cli-" + uuid.uuid4().hex[:12],
-        client="cli",
-    )
-    await store.append_audit(event)
+# ---------------------------------------------------------------- background jobs
+@dataclass(slots=True)
+class JobItem:
+    """One item of a background job (a rotation, a deletion): what its records name. Its request record and its
+    outcome record share the request id, so ``verify-audit`` pairs them."""
+
+    action: str
+    appid: str
+    keyid: str
+    version: int = 0
+    request_id: str = field(default_factory=lambda: "job-" + uuid.uuid4().hex[:12])
+    written_ahead: bool = False
+
+    def event(self, now_ms: int, code: int, message: str = "") -> AuditEvent:
+        return AuditEvent(
+            time_ms=now_ms,
+            appid=self.appid,
+            action=self.action,
+            keyid=self.keyid,
+            key_version=self.version,
+            code=code,
+            message=message,
+            request_id=self.request_id,
+            client="scheduler",
+        )
+
+
+# The scheduler's setting for the jobs it is running (its run is one task: the jobs it awaits see it).
+_JOBS_FAIL_CLOSED: ContextVar[bool] = ContextVar("ehsm_kms_jobs_fail_closed", default=False)
+
+
+@contextlib.contextmanager
+def jobs_fail_closed(on: bool) -> Iterator[None]:
+    """The jobs run inside this write each item's request record first (``audit_fail_closed``), or not."""
+    token = _JOBS_FAIL_CLOSED.set(on)
+    try:
+        yield
+    finally:
+        _JOBS_FAIL_CLOSED.reset(token)
+
+
+def jobs_write_ahead() -> bool:
+    return _JOBS_FAIL_CLOSED.get()
+
+
+async def job_ahead(node: Node, item: JobItem, now_ms: int) -> bool:
+    """Before a job changes anything for ``item``, with ``audit_fail_closed``: its request record, durably.
+
+    False when it cannot be written: the job leaves the item (and the rest of its batch) as it is, still due, for
+    its next run on any node. Without the setting nothing is written and the item goes ahead.
+    """
+    if not _JOBS_FAIL_CLOSED.get():
+        return True
+    try:
+        await node.store.append_audit(item.event(now_ms, REQUEST_CODE))
+    except Exception as exc:
+        log.error(
+            "audit record of job %s for key %s not written before it ran; left for the next run: %s",
+            item.action,
+            item.keyid,
+            _why(exc),
+        )
+        return False
+    item.written_ahead = True
+    return True
+
+
+async def job_event(node: Node, item: JobItem, now_ms: int, *, error: errors.EhsmError | None = None) -> None:
+    """The outcome record of ``item``: done, or (only after a request record, to pair with it) not done and why.
+
+    A failure is logged, not raised: the item is done (or not) already, and a done item must not be done again.
+    """
+    if error is not None and not item.written_ahead:
+        return
+    code, message = (200, "") if error is None else (error.code, error.message or "")
+    try:
+        await node.store.append_audit(item.event(now_ms, code, message))
+    except Exception as exc:
+        log.error("audit record of job %s for key %s not written: %s", item.action, item.keyid, _why(exc))
+
+
+# ---------------------------------------------------------------- ehsm-kms admin on the node
+@dataclass(slots=True)
+class AdminChange:
+    """One change an ``ehsm-kms admin`` command makes (client ``cli``): who (the admin id, or ``-`` for commands
+    that need none) did what to which app or thing (in the keyid field). One request id pairs its records."""
+
+    action: str
+    actor: str
+    subject: str
+    request_id: str = field(default_factory=lambda: "cli-" + uuid.uuid4().hex[:12])
+
+    def event(self, now_ms: int, code: int, message: str = "", subject: str | None = None) -> AuditEvent:
+        return AuditEvent(
+            time_ms=now_ms,
+            appid=self.actor,
+            action=self.action,
+            keyid=self.subject if subject is None else subject,
+            code=code,
+            message=message,
+            request_id=self.request_id,
+            client="cli",
+        )
+
+
+async def admin_ahead(store: Store, change: AdminChange, now_ms: int) -> None:
+    """With ``audit_fail_closed``, before the command changes anything: its request record, or the command is
+    refused (:class:`~ehsm_kms.errors.AuditUnavailable`) and nothing has changed."""
+    try:
+        await store.append_audit(change.event(now_ms, REQUEST_CODE))
+    except Exception as exc:
+        log.error("audit record of %s not written before it ran; refused: %s", change.action, _why(exc))
+        raise errors.AuditUnavailable(
+            "audit log unavailable: the request record could not be written (audit_fail_closed); nothing was changed"
+        ) from None
+
+
+async def admin_event(
+    store: Store,
+    change: AdminChange,
+    now_ms: int,
+    *,
+    subject: str | None = None,
+    error: errors.EhsmError | None = None,
+) -> None:
+    """The outcome record of a command's change (``subject``: what it made, when the request did not know it yet);
+    a failure is raised, so the command fails and says so (the change itself has been made)."""
+    code, message = (200, "") if error is None else (error.code, error.message or "")
+    try:
+        await store.append_audit(change.event(now_ms, code, message, subject))
+    except Exception as exc:
+        log.error("audit record of %s not written: %s", change.action, _why(exc))
+        raise errors.AuditUnavailable(
+            "audit log unavailable: the change was made, but its audit record could not be written"
+        ) from None
 
 
 def _why(exc: BaseException) -> str:
@@ -184,3 +395,14 @@ def verify_records(records: Iterable[AuditRecord]) -> ChainReport:
     for rec in records:
         verifier.add(rec)
     return verifier.finish(None)
+
+
+def dangling_lines(report: ChainReport) -> list[str]:
+    """What ``verify-audit`` says about request records without an outcome (not a break: the chain is whole)."""
+    if not report.dangling:
+        return []
+    head = (
+        f"{len(report.dangling)} request record(s) without an outcome record (the node stopped between the two, "
+        "the outcome could not be written, or the request was still running when the log was read):"
+    )
+    return [head, *(f"  {d}" for d in report.dangling)]

@@ -3,8 +3,9 @@
 A key pending deletion refuses every use (``keyid is pending deletion``) but keeps its state, versions and alias;
 CancelKeyDeletion gives it back exactly as it was (enabled or disabled). The deletion is the user's own schedule
 (DESIGN invariant 8): nothing else deletes a key. When it falls due, the first node whose job runs deletes it with
-one ``DELETE ... RETURNING``, so it is deleted once, and a node that was down when it fell due loses nothing (the
-next run of any node picks it up). DeleteKey still deletes at once, as in eHSM-KMS.
+one ``DELETE ... RETURNING`` (with ``audit_fail_closed``: a ``DELETE`` of that key if still due, after its audit
+request record), so it is deleted once, and a node that was down when it fell due loses nothing (the next run of
+any node picks it up). DeleteKey still deletes at once, as in eHSM-KMS.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from ehsm_kms.storage.records import KEY_PENDING_DELETION
 
 DEFAULT_WINDOW_DAYS: Final = 30
 _JOB_BATCH: Final = 500
+_JOB_ACTION: Final = "ScheduledKeyDeletion"
+_NOT_DUE: Final = "not deleted here: no longer due (deleted by another node, or the deletion was cancelled)"
 
 
 @action("ScheduleKeyDeletion")
@@ -52,8 +55,25 @@ async def cancel_key_deletion(node: Node, req: SignedRequest, payload: dict[str,
 
 @job("delete_due_keys")
 async def delete_due_keys(node: Node, now_ms: int) -> int:
-    deleted = await node.store.delete_due_keys(now_ms, _JOB_BATCH)
-    for keyid, appid in deleted:
+    """Delete the keys that are due (a batch per run), each once in the cluster, each with its audit record.
+
+    With ``audit_fail_closed`` each key first gets its request record and is then deleted on its own, if it is still
+    due (another node may have deleted it, or its owner cancelled, meanwhile: the outcome record says so). When a
+    request record cannot be written the key and the rest of the batch stay as they are, for the next run.
+    """
+    if not audit.jobs_write_ahead():
+        deleted = await node.store.delete_due_keys(now_ms, _JOB_BATCH)
+        for keyid, appid in deleted:
+            node.forget_key(keyid)
+            await audit.job_event(node, audit.JobItem(_JOB_ACTION, appid, keyid), now_ms)
+        return len(deleted)
+    done = 0
+    for keyid, appid in await node.store.due_key_deletions(now_ms, _JOB_BATCH):
+        item = audit.JobItem(_JOB_ACTION, appid, keyid)
+        if not await audit.job_ahead(node, item, now_ms):
+            break
+        gone = await node.store.delete_key_if_due(keyid, now_ms)
         node.forget_key(keyid)
-        await audit.job_event(node, "ScheduledKeyDeletion", appid, keyid, 0, now_ms)
-    return len(deleted)
+        await audit.job_event(node, item, now_ms, error=None if gone else errors.KeyNotPendingDeletion(_NOT_DUE))
+        done += gone
+    return done

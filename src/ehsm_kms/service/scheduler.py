@@ -5,6 +5,10 @@ its work in the store atomically (``DELETE ... WHERE due <= now RETURNING``, a c
 ``FOR UPDATE SKIP LOCKED``), so each item is done once, and nothing is lost when a node was down when the item fell
 due (the next run of any node picks it up). Jobs take the time as an argument, so tests drive them with an
 injected clock and no sleeping (:meth:`Scheduler.run_once`).
+
+With ``audit_fail_closed`` (given to the scheduler by the server, from the node's settings) the jobs it runs write
+each item's audit request record before they change anything for it, and leave the item for the next run when
+that write fails (:func:`ehsm_kms.service.audit.job_ahead`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ehsm_kms import errors
+from ehsm_kms.service import audit
 
 if TYPE_CHECKING:
     from ehsm_kms.service.node import Node
@@ -40,9 +45,10 @@ def job(name: str) -> Callable[[Job], Job]:
 
 
 class Scheduler:
-    def __init__(self, node: Node, *, interval_s: float = 5.0) -> None:
+    def __init__(self, node: Node, *, interval_s: float = 5.0, audit_fail_closed: bool = False) -> None:
         self.node = node
         self.interval_s = interval_s
+        self.audit_fail_closed = audit_fail_closed
         self._task: asyncio.Task[None] | None = None
         self.runs = 0
 
@@ -50,17 +56,18 @@ class Scheduler:
         """Run every job once at ``now_ms`` (the node's clock by default); return what each did."""
         now = self.node.clock_ms() if now_ms is None else now_ms
         done: dict[str, int] = {}
-        for name, fn in sorted(JOBS.items()):
-            try:
-                done[name] = await fn(self.node, now)
-            except errors.EhsmError as exc:  # the store is down, the core restarting: try again next time
-                log.warning("job %s failed: %s", name, exc.message)
-                done[name] = 0
-            except Exception:
-                log.exception("job %s failed", name)
-                done[name] = 0
-            if done[name]:
-                log.info("job %s did %d item(s)", name, done[name])
+        with audit.jobs_fail_closed(self.audit_fail_closed):
+            for name, fn in sorted(JOBS.items()):
+                try:
+                    done[name] = await fn(self.node, now)
+                except errors.EhsmError as exc:  # the store is down, the core restarting: try again next time
+                    log.warning("job %s failed: %s", name, exc.message)
+                    done[name] = 0
+                except Exception:
+                    log.exception("job %s failed", name)
+                    done[name] = 0
+                if done[name]:
+                    log.info("job %s did %d item(s)", name, done[name])
         self.runs += 1
         return done
 

@@ -30,6 +30,7 @@ log = logging.getLogger("ehsm_kms.versions")
 DAY_MS: Final = 86_400_000
 _ATTEMPTS: Final = 3
 _JOB_BATCH: Final = 100
+_LOST: Final = "not rotated here: the key changed meanwhile (rotated by another node or by hand, or deleted)"
 
 
 async def looked_up(node: Node, req: SignedRequest, app: AppRecord, keyid: Any, **kw: Any) -> LoadedKey:
@@ -126,18 +127,23 @@ async def rotate_due_keys(node: Node, now_ms: int) -> int:
     """Rotate every key whose automatic rotation is due (a batch per run); each to exactly one node."""
     done = 0
     for rec, primary in await node.store.due_rotations(now_ms, _JOB_BATCH):
+        item = audit.JobItem("AutoRotateKey", rec.appid, rec.keyid, rec.primary_version + 1)
+        if not await audit.job_ahead(node, item, now_ms):  # audit_fail_closed: not rotated, still due
+            break
         key = LoadedKey(rec, primary)
         try:
-            made = await node.core.call(
-                Call(op="auto_rotate_key", keys=[key.ref()], args={"version": rec.primary_version + 1})
-            )
+            made = await node.core.call(Call(op="auto_rotate_key", keys=[key.ref()], args={"version": item.version}))
         except errors.EhsmError as exc:
             log.warning("automatic rotation of key %s failed: %s", rec.keyid, exc.message)
+            await audit.job_event(node, item, now_ms, error=exc)
             continue
         version = KeyVersionRecord(rec.keyid, made["version"], made["blob"], now_ms)
         claim = (rec.next_rotation_ms, now_ms + rec.rotation_period_ms)
         if await node.store.add_key_version(version, expected_primary=rec.primary_version, next_rotation=claim):
             node.forget_key(rec.keyid)
             done += 1
-            await audit.job_event(node, "AutoRotateKey", rec.appid, rec.keyid, version.version, now_ms)
+            item.version = version.version
+            await audit.job_event(node, item, now_ms)
+        else:  # another node rotated it for this period, or it was rotated by hand or scheduled for deletion
+            await audit.job_event(node, item, now_ms, error=errors.KeyRotationConflict(_LOST))
     return done

@@ -10,6 +10,13 @@ A record holds what an auditor needs and nothing a thief could use: time, appid,
 result code (and error message), request id, client address. Never a plaintext, ciphertext, key, secret or
 signature.
 
+Two kinds of record share the chain. An *outcome* record (every request has one) carries the result code. With
+``audit_fail_closed`` a request that would change state first gets a *request* record, written before the action
+runs: code :data:`REQUEST_CODE` (0, which no result has), the action, the appid it claims, the key it names, its
+request id. The outcome record that follows has the same request id. A request record with no outcome after it
+means the node stopped (or the request was still running) between the two: :class:`ChainVerifier` lists those in
+:attr:`ChainReport.dangling`, apart from the breaks, because the chain itself is whole.
+
 Hash of record ``seq`` (SHA-256; integers big-endian, strings UTF-8 with a u32 length prefix)::
 
     "ehsm-kms audit v1" || seq (u64) || prev_hash (32) || time_ms (i64) || appid || action || keyid
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 GENESIS: Final = bytes(32)
+REQUEST_CODE: Final = 0  # the code of a request record (written before the action ran; no result has code 0)
 _DOMAIN: Final = b"ehsm-kms audit v1"
 _MAX_TEXT: Final = 256
 _BATCH_MAX: Final = 1000
@@ -199,6 +207,21 @@ class ChainBreak:
         return f"seq {self.seq}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class Dangling:
+    """A request record that no outcome record follows."""
+
+    seq: int
+    request_id: str
+    action: str
+    appid: str
+    keyid: str
+
+    def __str__(self) -> str:
+        named = f" keyid {self.keyid}" if self.keyid else ""
+        return f"seq {self.seq}: request {self.request_id} {self.action} by appid {self.appid}{named}"
+
+
 @dataclass
 class ChainReport:
     records: int = 0
@@ -206,6 +229,8 @@ class ChainReport:
     last_seq: int = 0
     last_hash: bytes = GENESIS
     breaks: list[ChainBreak] = field(default_factory=list)
+    requests: int = 0  # request records seen (fail-closed write-ahead)
+    dangling: list[Dangling] = field(default_factory=list)  # request records without an outcome: not breaks
 
     @property
     def intact(self) -> bool:
@@ -213,18 +238,21 @@ class ChainReport:
 
 
 class ChainVerifier:
-    """Checks records in seq order, one at a time (so an export of any size is verified in constant memory)."""
+    """Checks records in seq order, one at a time: memory holds only the request records still waiting for their
+    outcome (a few, the requests in flight when the log was read), so an export of any size is verified."""
 
     def __init__(self) -> None:
         self.report = ChainReport()
         self._expected = 1
         self._prev = GENESIS
+        self._waiting: dict[str, Dangling] = {}
 
     def add(self, rec: AuditRecord) -> None:
         rep = self.report
         if rep.records == 0:
             rep.first_seq = rec.seq
         rep.records += 1
+        self._pair(rec)
         if rec.seq < self._expected:
             rep.breaks.append(ChainBreak(rec.seq, "out of order or repeated"))
         elif rec.seq > self._expected:
@@ -238,9 +266,24 @@ class ChainVerifier:
         self._prev = rec.hash
         rep.last_seq, rep.last_hash = rec.seq, rec.hash
 
+    def _pair(self, rec: AuditRecord) -> None:
+        """Match outcome records to the request records before them (by request id)."""
+        if rec.code != REQUEST_CODE:
+            if self._waiting:
+                self._waiting.pop(rec.request_id, None)
+            return
+        self.report.requests += 1
+        earlier = self._waiting.pop(rec.request_id, None)
+        if earlier is not None:  # the same request id again before an outcome: the first one has none
+            self.report.dangling.append(earlier)
+        self._waiting[rec.request_id] = Dangling(rec.seq, rec.request_id, rec.action, rec.appid, rec.keyid)
+
     def finish(self, head: tuple[int, bytes] | None) -> ChainReport:
         """Compare the end of the chain with the stored head (None: an export, which has no head)."""
         rep = self.report
+        rep.dangling.extend(self._waiting.values())
+        rep.dangling.sort(key=lambda d: d.seq)
+        self._waiting = {}
         if head is not None:
             head_seq, head_hash = head
             if head_seq > rep.last_seq:

@@ -24,6 +24,7 @@ from ehsm_kms import errors
 from ehsm_kms.storage.keyadmin_base import KEY_COLUMNS, KEY_FIELDS, KeyAdminStore
 from ehsm_kms.storage.quotes_base import QuoteStore
 from ehsm_kms.storage.records import AppRecord, ImportRecord, KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.rewrap_base import RewrapStore
 from ehsm_kms.storage.secrets_base import SecretStore
 
 # The names callers use; the helpers below are shared by the backends only.
@@ -47,7 +48,7 @@ class RecordExists(errors.InternalError):
     """A create hit an existing primary key (an appid or keyid is generated, so this means a bug)."""
 
 
-class Store(SecretStore, KeyAdminStore, QuoteStore, Protocol):
+class Store(SecretStore, KeyAdminStore, QuoteStore, RewrapStore, Protocol):
     """What the service needs from persistence. Both backends pass the same contract suite."""
 
     async def migrate(self) -> None:

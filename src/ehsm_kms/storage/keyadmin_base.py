@@ -104,6 +104,14 @@ class KeyAdminStore(Protocol):
     async def delete_due_keys(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
         """Delete keys whose deletion is due and return their (keyid, appid): each key to exactly one caller."""
 
+    async def due_key_deletions(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
+        """(keyid, appid) of keys whose deletion is due, soonest first; nothing is claimed or deleted (the job
+        writes each one's audit request record before :meth:`delete_key_if_due`, with ``audit_fail_closed``)."""
+
+    async def delete_key_if_due(self, keyid: str, now_ms: int) -> bool:
+        """Delete the key if its deletion is still due at ``now_ms``; False (nothing deleted) when another caller
+        deleted it or its deletion was cancelled meanwhile."""
+
     # ---------------------------------------------------------------- audit log
     async def append_audit(self, event: AuditEvent) -> AuditRecord:
         """Append one record to the chain (batched with the records that arrive meanwhile); durable on return."""
@@ -155,6 +163,11 @@ class KeyAdminQueries:
     due_deletions: str = (
         "SELECT keyid FROM keys WHERE deletion_due_ms > 0 AND deletion_due_ms <= ? ORDER BY deletion_due_ms LIMIT ?"
     )
+    due_deletion_items: str = (
+        "SELECT keyid, appid FROM keys WHERE deletion_due_ms > 0 AND deletion_due_ms <= ? "
+        "ORDER BY deletion_due_ms LIMIT ?"
+    )
+    delete_if_due: str = "DELETE FROM keys WHERE keyid = ? AND deletion_due_ms > 0 AND deletion_due_ms <= ?"
     audit_head: str = "SELECT seq, hash FROM audit_head WHERE id = 1"
     set_audit_head: str = "UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1"
     insert_audit: str = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608

@@ -178,6 +178,16 @@ class KeyAdminPostgres:
 
         return await self._write(op, single=True)
 
+    async def due_key_deletions(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
+        async def op(conn: Conn) -> list[tuple[str, str]]:
+            cur = await conn.execute(Q.due_deletion_items, (now_ms, limit))
+            return [(str(k), str(a)) for k, a in await cur.fetchall()]
+
+        return await self._read(op)
+
+    async def delete_key_if_due(self, keyid: str, now_ms: int) -> bool:
+        return await self._ka_update(Q.delete_if_due, (keyid, now_ms), None)
+
     # ---------------------------------------------------------------- audit log
     async def _append_audit_batch(self, events: list[AuditEvent]) -> list[AuditRecord]:
         async def op(conn: Conn) -> list[AuditRecord]:

@@ -154,6 +154,15 @@ class KeyAdminSqlite:
 
         return await self._write(op)
 
+    async def due_key_deletions(self, now_ms: int, limit: int) -> list[tuple[str, str]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(str(k), str(a)) for k, a in conn.execute(KQ.due_deletion_items, (now_ms, limit)).fetchall()]
+
+        return await self._read(op)
+
+    async def delete_key_if_due(self, keyid: str, now_ms: int) -> bool:
+        return await self._ka_update(KQ.delete_if_due, (keyid, now_ms), None)
+
     # ---------------------------------------------------------------- audit log
     async def _append_audit_batch(self, events: list[AuditEvent]) -> list[AuditRecord]:
         def op(conn: sqlite3.Connection) -> list[AuditRecord]:

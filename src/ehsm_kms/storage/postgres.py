@@ -47,6 +47,7 @@ from ehsm_kms.storage.base import (
 from ehsm_kms.storage.keyadmin_postgres import KeyAdminPostgres
 from ehsm_kms.storage.quotes_postgres import PostgresQuotes
 from ehsm_kms.storage.records import AppRecord, ImportRecord, KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.rewrap_postgres import RewrapPostgres
 from ehsm_kms.storage.secrets_postgres import PostgresSecrets
 
 __all__ = ["PostgresStore"]
@@ -97,7 +98,7 @@ _COPY_KEYS: Final = (
 _COPY_VERSIONS: Final = "COPY key_versions (keyid, version, blob, created_ms) FROM STDIN"
 
 
-class PostgresStore(PostgresSecrets, KeyAdminPostgres, PostgresQuotes):
+class PostgresStore(PostgresSecrets, KeyAdminPostgres, PostgresQuotes, RewrapPostgres):
     """The Store protocol on PostgreSQL.
 
     ``schema``: the schema holding the tables (created by ``migrate()``); without it, the DSN's search_path

@@ -45,6 +45,7 @@ from ehsm_kms.storage.base import (
 from ehsm_kms.storage.keyadmin_sqlite import KeyAdminSqlite
 from ehsm_kms.storage.quotes_sqlite import SqliteQuotes
 from ehsm_kms.storage.records import AppRecord, ImportRecord, KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.rewrap_sqlite import RewrapSqlite
 from ehsm_kms.storage.secrets_sqlite import SqliteSecrets
 
 __all__ = ["SqliteStore"]
@@ -168,7 +169,7 @@ def _prepare_path(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
-class SqliteStore(SqliteSecrets, KeyAdminSqlite, SqliteQuotes):
+class SqliteStore(SqliteSecrets, KeyAdminSqlite, SqliteQuotes, RewrapSqlite):
     """The Store protocol on one SQLite file (see the module docstring for the threading model).
 
     ``max_batch`` bounds how many writes share one commit; ``purge_interval_s``/``purge_batch`` bound the

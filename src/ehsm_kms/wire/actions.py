@@ -2,7 +2,8 @@
 
 Names are exact and case-sensitive (contract section 1); an unknown name has no entry, and the server
 answers it ``404 "API Not Found"`` (after authentication, as the original does). Only ``Enroll`` and
-``GetVersion`` are GET actions and need no authentication. The thirteen *cryptographic* actions of section 2.1
+``GetVersion`` (and our ``AttestNode``, which a client asks before it enrolls) are GET actions and need no
+authentication. The thirteen *cryptographic* actions of section 2.1
 step 3 refuse a request without a (truthy) payload with ``"Missing required parameters"`` before any type
 check.
 
@@ -45,6 +46,8 @@ def _table() -> dict[str, ActionInfo]:
     rows: list[ActionInfo] = [
         ActionInfo("Enroll", fam.APP, method="GET", auth=False),
         ActionInfo("GetVersion", fam.APP, method="GET", auth=False),
+        # Ours: the node's evidence over a client nonce, bound to its TLS key; asked before Enroll (no appid yet).
+        ActionInfo("AttestNode", fam.BEYOND, method="GET", auth=False),
     ]
     crypto_key = ("CreateKey", "GetPublicKey", "GetParametersForImport", "ImportKeyMaterial")
     crypto_ops = (
@@ -109,6 +112,9 @@ def _table() -> dict[str, ActionInfo]:
 
 
 ACTIONS: Mapping[str, ActionInfo] = MappingProxyType(_table())
+ATTEST_NODE_PURPOSE = "ehsm-kms AttestNode"
+"""The purpose of AttestNode's report data (``bind_report_data(nonce, tls_spki, purpose=...)``), shared by the
+node that makes the evidence and the SDK that checks it."""
 CRYPTO_ACTIONS: frozenset[str] = frozenset(name for name, info in ACTIONS.items() if info.crypto)
 UNAUTHENTICATED_ACTIONS: frozenset[str] = frozenset(name for name, info in ACTIONS.items() if not info.auth)
 

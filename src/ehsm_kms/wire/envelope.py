@@ -86,6 +86,7 @@ _MESSAGES: dict[str, str] = {
     "GenerateMac": SUCCESS,
     "VerifyMac": SUCCESS,
     "GenerateRandom": SUCCESS,
+    "AttestNode": SUCCESSFUL,
 }
 SUCCESS_MESSAGES: Mapping[str, str] = MappingProxyType(_MESSAGES)
 """Per action, its success message; ``{secretName}`` is filled in by :func:`success_message`."""

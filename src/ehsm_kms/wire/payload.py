@@ -275,6 +275,8 @@ _RULES: dict[str, tuple[Rule, ...]] = {
     "AdminRevokeApp": (_string("appid", 1, 64),),
     "AdminRestoreApp": (_string("appid", 1, 64),),
     "AdminIssueEnrollToken": (_int("ttlHours", 1, 720, required=False),),
+    # A GET action: its one query parameter is checked by these rules (the service wants 16..64 bytes).
+    "AttestNode": (_b64("nonce", 1, 88),),
 }
 
 RULES: Mapping[str, tuple[Rule, ...]] = MappingProxyType(_RULES)

@@ -1,0 +1,1 @@
+"""Tests of the dkeyserver, the dkeycache and their protocol."""
