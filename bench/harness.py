@@ -60,12 +60,25 @@ class Config:
     title: str
     store: str  # "sqlite" | "postgres"
     core: str  # "isolated" | "inprocess"
+    workers: int = 1  # serve --workers
+    # A configuration may cover only some workloads and connection counts (to keep the whole run under 30 minutes).
+    only_workloads: tuple[str, ...] = ()
+    only_connections: tuple[int, ...] = ()
 
 
 CONFIGS = (
     Config("sqlite-isolated", "SQLite, isolated core", "sqlite", "isolated"),
     Config("sqlite-inprocess", "SQLite, in-process core", "sqlite", "inprocess"),
     Config("pg-isolated", "PostgreSQL, isolated core", "postgres", "isolated"),
+    Config(
+        "sqlite-isolated-w2",
+        "SQLite, isolated core, 2 workers",
+        "sqlite",
+        "isolated",
+        workers=2,
+        only_workloads=("encrypt", "gdk", "sign_ec", "create_key"),
+        only_connections=(16, 64, 256),
+    ),
 )
 CONFIG_BY_KEY = {c.key: c for c in CONFIGS}
 PEER_WORKLOADS = tuple(w.slug for w in WORKLOADS if w.peer_target)
@@ -85,7 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-peer", action="store_true", help="skip moto")
     p.add_argument("--no-ceiling", action="store_true", help="skip the ceiling")
     p.add_argument("--no-scale", action="store_true", help="skip the scale runs")
-    p.add_argument("--profile-seconds", type=float, default=15.0, help="length of the profiled Encrypt load")
+    p.add_argument("--profile-seconds", type=float, default=10.0, help="length of each profiled load")
     p.add_argument("--log-level", default="info", help="server log level (default: the server's default, info)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "performance.png")
@@ -188,7 +201,11 @@ class Bench:
         bound = count / max(rate / 8, 1.0) + 15
         result = wrkrun.run(url, self.pool_path, count, connections, check=check, headers=headers, max_seconds=bound)
         wall, busy = time.monotonic() - t0, machine.machine_busy_seconds() - busy_before
-        result.cpu = {role: round(machine.cpu_seconds(pid) - before[role], 3) for role, pid in procs.items()}
+        spent: dict[str, float] = {}
+        for role, pid in procs.items():  # "server#1", "core#1" ... (workers) add up under "server", "core"
+            base = role.split("#", 1)[0]
+            spent[base] = spent.get(base, 0.0) + machine.cpu_seconds(pid) - before[role]
+        result.cpu = {role: round(seconds, 3) for role, seconds in spent.items()}
         ours = sum(result.cpu.values()) + result.wrk_cpu_s
         result.wall_s = round(wall, 3)
         result.other_cpu_share = round(max(busy - ours, 0.0) / (wall * (os.cpu_count() or 1)), 3) if wall > 0 else 0.0
@@ -230,7 +247,8 @@ class Bench:
                 rate = r.rps
             measured.append(r)
         good = [r for r in measured if r.valid] or measured
-        cpu_per_req = {role: _median([r.cpu.get(role, 0.0) / r.good * 1e6 for r in good if r.good]) for role in procs}
+        roles = sorted({role.split("#", 1)[0] for role in procs})
+        cpu_per_req = {role: _median([r.cpu.get(role, 0.0) / r.good * 1e6 for r in good if r.good]) for role in roles}
         cell = {
             "target": target,
             "config": config,
@@ -307,17 +325,23 @@ class Bench:
             schema = f"ehsm_bench_{secrets.token_hex(4)}"
             store_url = f"{PG_DSN}?schema={schema}"
             self.results.setdefault("pg_schemas", []).append(schema)
-        proc = servers.kms(data, store_url, cfg.core, self.logs, log_level=self.args.log_level, tag=cfg.key)
+        proc = servers.kms(
+            data, store_url, cfg.core, self.logs, log_level=self.args.log_level, tag=cfg.key, workers=cfg.workers
+        )
         try:
             proc.start()
             procs = proc.processes()
             fx = setup_kms(proc.url)
             rates: dict[str, float] = {}
             for w in self.args.workloads:
+                if cfg.only_workloads and w.slug not in cfg.only_workloads:
+                    continue
                 if w.slug == "list_key":
                     self.fill_list_app(proc.url, fx, procs)
                 rate = w.guess_rps
                 for c in self.args.concurrency:
+                    if cfg.only_connections and c not in cfg.only_connections:
+                        continue
                     cell = self.cell(
                         target="kms", config=cfg.key, workload=w.slug, connections=c,
                         url=proc.url + kms_path(w.action), make=kms_bodies(w.slug, fx, self.seed()),
@@ -386,53 +410,62 @@ class Bench:
         self.log(f"   bulk done: {report_line}")
         return report_line
 
+    PROFILED = (("encrypt", "Encrypt"), ("sign_ec", "Sign"), ("create_key", "CreateKey"))
+
     def profile(self) -> None:
-        """py-spy on the server and core processes under Encrypt at 64 connections (SQLite, isolated core)."""
+        """py-spy on the server and core processes at 64 connections (SQLite, isolated core), one recording per
+        workload that a goal is about: Encrypt (Encrypt and GenerateDataKey), Sign ECDSA P-256, CreateKey."""
         data = self.work / "profile"
         proc = servers.kms(
             data, f"sqlite:///{data / 'kms.db'}", "isolated", self.logs, log_level=self.args.log_level, tag="profile"
         )
         proc.start()
+        self.results["profiles"] = {}
         try:
             fx = setup_kms(proc.url)
-            rate = next(
-                (
-                    c["rps"]
-                    for c in self.results["cells"]
-                    if c["config"] == "sqlite-isolated" and c["workload"] == "encrypt" and c["connections"] == 64
-                ),
-                1000.0,
-            )
-            count = int(rate * self.args.profile_seconds)
-            make = kms_bodies("encrypt", fx, self.seed())
-            pool.write_pool(self.pool_path, count, make)
-            procs = proc.processes()
-            recs = [profiling.start(role, pid, self.args.results_dir, self.stamp) for role, pid in procs.items()]
-            time.sleep(1.0)
-            t0 = time.monotonic()
-            run = wrkrun.run(
-                proc.url + kms_path("Encrypt"), self.pool_path, count, GOAL_CONNECTIONS, check="code",
-                headers=JSON_HEADERS, max_seconds=count / max(rate / 8, 1) + 15,
-            )  # fmt: skip
-            seconds = time.monotonic() - t0
-            for rec in recs:
-                profiling.stop(rec)
-            self.results["profile"] = {
-                "workload": "encrypt",
-                "connections": GOAL_CONNECTIONS,
-                "run": run.as_dict(),
-                "processes": {
-                    rec.role: {
-                        "svg": str(rec.svg.relative_to(ROOT)) if rec.svg.is_relative_to(ROOT) else str(rec.svg),
-                        "raw": str(rec.raw.relative_to(ROOT)) if rec.raw.is_relative_to(ROOT) else str(rec.raw),
-                        "summary": profiling.summarise(rec.raw, seconds),
-                    }
-                    for rec in recs
-                },
-            }
-            self.log(f"   profiled {count} Encrypt requests: {run.rps} req/s under the profiler")
+            for slug, action in self.PROFILED:
+                self.results["profiles"][slug] = self.profile_one(proc, fx, slug, action)
+                self.save()
         finally:
             proc.stop()
+
+    def profile_one(self, proc: servers.Process, fx: KmsFixture, slug: str, action: str) -> dict[str, Any]:
+        rate = next(
+            (
+                c["rps"]
+                for c in self.results["cells"]
+                if c["config"] == "sqlite-isolated" and c["workload"] == slug and c["connections"] == 64
+            ),
+            1000.0,
+        )
+        count = int(rate * self.args.profile_seconds)
+        pool.write_pool(self.pool_path, count, kms_bodies(slug, fx, self.seed()))
+        procs = proc.processes()
+        stem = f"{self.stamp}-{slug}"
+        recs = [profiling.start(role, pid, self.args.results_dir, stem) for role, pid in procs.items()]
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        run = wrkrun.run(
+            proc.url + kms_path(action), self.pool_path, count, GOAL_CONNECTIONS, check="code",
+            headers=JSON_HEADERS, max_seconds=count / max(rate / 8, 1) + 15,
+        )  # fmt: skip
+        seconds = time.monotonic() - t0
+        for rec in recs:
+            profiling.stop(rec)
+        self.log(f"   profiled {count} {action} requests: {run.rps} req/s under the profiler")
+        return {
+            "workload": slug,
+            "connections": GOAL_CONNECTIONS,
+            "run": run.as_dict(),
+            "processes": {
+                rec.role: {
+                    "svg": str(rec.svg.relative_to(ROOT)) if rec.svg.is_relative_to(ROOT) else str(rec.svg),
+                    "raw": str(rec.raw.relative_to(ROOT)) if rec.raw.is_relative_to(ROOT) else str(rec.raw),
+                    "summary": profiling.summarise(rec.raw, seconds),
+                }
+                for rec in recs
+            },
+        }
 
     # ---------------------------------------------------------------- all of it
     def run(self) -> None:
@@ -471,8 +504,12 @@ class Bench:
 
 
 def rss(proc: servers.Process) -> dict[str, int]:
-    """Peak resident set (VmHWM, KiB) of each process of a target."""
-    return {role: machine.status_kib(pid, "VmHWM") for role, pid in proc.processes().items()}
+    """Peak resident set (VmHWM, KiB) per process of each role of a target (the largest worker's, with workers)."""
+    peak: dict[str, int] = {}
+    for role, pid in proc.processes().items():
+        base = role.split("#", 1)[0]
+        peak[base] = max(peak.get(base, 0), machine.status_kib(pid, "VmHWM"))
+    return peak
 
 
 def pg_reachable() -> bool:

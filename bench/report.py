@@ -14,7 +14,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_C = 64
-OURS = ("sqlite-isolated", "sqlite-inprocess", "pg-isolated")
+OURS = ("sqlite-isolated", "sqlite-inprocess", "pg-isolated", "sqlite-isolated-w2")
 PLOTTED = ("encrypt", "gdk", "sign_ec")
 
 
@@ -79,8 +79,17 @@ def _status(ok: bool | None, cells: Iterable[dict[str, Any] | None]) -> str:
 def goals(res: dict[str, Any]) -> list[Goal]:
     out: list[Goal] = []
     ceiling = ceiling_cell(res, GOAL_C)
-    for slug, title in (("encrypt", "Encrypt AES-256-GCM 1 KiB, SQLite, isolated core"), ("gdk", "GenerateDataKey")):
-        c = cell(res, "sqlite-isolated", slug)
+    rows = [
+        ("sqlite-isolated", "encrypt", "Encrypt AES-256-GCM 1 KiB, SQLite, isolated core"),
+        ("sqlite-isolated", "gdk", "GenerateDataKey"),
+    ]
+    if any(c["config"] == "sqlite-isolated-w2" for c in res.get("cells", [])):
+        rows += [
+            ("sqlite-isolated-w2", "encrypt", "Encrypt, the same with `--workers 2`"),
+            ("sqlite-isolated-w2", "gdk", "GenerateDataKey, the same with `--workers 2`"),
+        ]
+    for key, slug, title in rows:
+        c = cell(res, key, slug)
         of_ceiling = _ratio(c["rps"] if c else None, ceiling["rps"] if ceiling else None)
         ok = None
         if c is not None and of_ceiling is not None:
@@ -276,7 +285,7 @@ def _cpu_table(res: dict[str, Any]) -> list[str]:
     o = res["options"]
     rows = []
     for slug in o["workloads"]:
-        for key in ("sqlite-isolated", "sqlite-inprocess", "pg-isolated"):
+        for key in OURS:
             c = cell(res, key, slug)
             if c is None:
                 continue
@@ -384,16 +393,22 @@ def _share_table(rows: list[Any], limit: int, head: str = "function") -> list[st
 
 
 def _profile(res: dict[str, Any]) -> list[str]:
-    prof = res.get("profile")
-    if not prof:
-        return []
+    profiles = res.get("profiles") or ({"encrypt": res["profile"]} if res.get("profile") else {})
+    lines: list[str] = []
+    for prof in profiles.values():
+        lines += _profile_one(res, prof)
+    return lines
+
+
+def _profile_one(res: dict[str, Any], prof: dict[str, Any]) -> list[str]:
     run = prof["run"]
+    title = res.get("workload_titles", {}).get(prof["workload"], prof["workload"])
     lines = [
         "",
-        "## Profile: where an Encrypt request's time goes",
+        f"## Profile: where a request's time goes, {title}",
         "",
         f"py-spy (`--nonblocking`, 100 Hz) on the server and core processes while wrk replayed "
-        f"{run['requests']:,} Encrypt requests at {prof['connections']} connections (SQLite, isolated core; "
+        f"{run['requests']:,} requests at {prof['connections']} connections (SQLite, isolated core; "
         f"{run['rps']:,.0f} req/s under the profiler). Flame graphs: "
         + ", ".join(f"`{p['svg']}`" for p in prof["processes"].values())
         + " (bench/results/ is not committed; rerun with `--profile`). Shares are of a thread's samples; stacks are "
@@ -408,7 +423,12 @@ def _profile(res: dict[str, Any]) -> list[str]:
             f"{t} {d['busy']:.0%}" + (f" (of which waiting for input {d['waiting']:.0%})" if d.get("waiting") else "")
             for t, d in s["threads"].items()
         )
-        lines += ["", f"### {role} process", "", f"Share of the run in which each thread was sampled active: {busy}."]
+        lines += [
+            "",
+            f"### {title}: {role} process",
+            "",
+            f"Share of the run in which each thread was sampled active: {busy}.",
+        ]
         main = s["threads"].get("MainThread")
         if main:
             lines += ["", "Main thread, inclusive:", "", *_share_table(main["inclusive"], 20)]

@@ -39,6 +39,7 @@ class Process:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -71,10 +72,21 @@ class Process:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def processes(self) -> dict[str, int]:
-        """The server process and its children (the isolated core), by role."""
-        found = {"server": self.pid}
-        for i, child in enumerate(machine.children(self.pid)):
-            found["core" if i == 0 else f"child{i}"] = child
+        """The server process and its children (the isolated core), by role.
+
+        With ``workers`` > 1 the started process supervises the workers: it is the "supervisor", each worker a
+        "server#i" and its core "core#i" (the harness adds the CPU of a role up, and keeps its largest RSS).
+        """
+        if self.workers == 1:
+            found = {"server": self.pid}
+            for i, child in enumerate(machine.children(self.pid)):
+                found["core" if i == 0 else f"child{i}"] = child
+            return found
+        found = {"supervisor": self.pid}
+        for i, worker in enumerate(machine.children(self.pid)):
+            found["server" if i == 0 else f"server#{i}"] = worker
+            for j, child in enumerate(machine.children(worker)):
+                found[("core" if i == 0 else f"core#{i}") if j == 0 else f"child{i}.{j}"] = child
         return found
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -91,7 +103,14 @@ class Process:
 
 
 def kms(
-    data_dir: Path, store_url: str, core_mode: str, log_dir: Path, *, log_level: str = "info", tag: str = "kms"
+    data_dir: Path,
+    store_url: str,
+    core_mode: str,
+    log_dir: Path,
+    *,
+    log_level: str = "info",
+    tag: str = "kms",
+    workers: int = 1,
 ) -> Process:
     """``ehsm-kms serve`` as a user starts it (single mode, passphrase sealer, open enrollment on loopback)."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -102,9 +121,9 @@ def kms(
         "--data-dir", str(data_dir), "--store-url", store_url,
         "--core-mode", core_mode,
         "--sealer", "passphrase", "--sealer-secret", f"env:{PASSPHRASE_ENV}",
-        "--enroll-mode", "open", "--log-level", log_level,
+        "--enroll-mode", "open", "--log-level", log_level, "--workers", str(workers),
     ]  # fmt: skip
-    return Process(tag, cmd, log_dir / f"{tag}.log", "/readyz", {PASSPHRASE_ENV: PASSPHRASE}, port)
+    return Process(tag, cmd, log_dir / f"{tag}.log", "/readyz", {PASSPHRASE_ENV: PASSPHRASE}, port, workers=workers)
 
 
 def ceiling(log_dir: Path) -> Process:

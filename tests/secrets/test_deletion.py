@@ -72,6 +72,8 @@ async def test_restorable_before_its_time_and_gone_after(url: str, tmp_path: Pat
 
         assert (await node.run_jobs())[JOB] == 1
         assert await node.node.store.list_secret_versions(secret_id) == []
+        purges = [r for r in await node.node.store.audit_records() if r.action == secret_service.PURGE_ACTION]
+        assert [(r.appid, r.keyid, r.code, r.client) for r in purges] == [(me.appid, secret_id, 200, "scheduler")]
         assert (await node.run_jobs())[JOB] == 0
         await create(node, me, "s", "reborn")  # the name is free again
         got = (await node.ok(me, "GetSecretValue", {"secretName": "s"}))["result"]

@@ -29,6 +29,7 @@ from ehsm_kms import errors
 from ehsm_kms.core import ciphertext as ct_format
 from ehsm_kms.core.protocol import Call, SignedRequest
 from ehsm_kms.core.specs import KeySpec, KeyUsage, Op, Origin, allows
+from ehsm_kms.service import audit
 from ehsm_kms.service.node import LoadedKey, Node
 from ehsm_kms.service.registry import Outcome, action
 from ehsm_kms.service.scheduler import job
@@ -366,6 +367,9 @@ async def restore_secret(node: Node, req: SignedRequest, payload: dict[str, Any]
 
 
 # ---------------------------------------------------------------- the deletion job
+PURGE_ACTION: Final = "PurgeDueSecret"
+
+
 @job("delete_due_secrets")
 async def delete_due_secrets(node: Node, now_ms: int) -> int:
     """Delete every secret whose deletion is due at ``now_ms``, in batches until none is left; the number deleted.
@@ -377,5 +381,9 @@ async def delete_due_secrets(node: Node, now_ms: int) -> int:
     while True:
         purged = await node.store.purge_due_secrets(now_ms, PURGE_BATCH)
         done += len(purged)
+        for gone in purged:
+            # Its DeleteSecret request has its records (written ahead with audit_fail_closed); this one says the
+            # rows are gone. The secret was already gone for every action since its planned time.
+            await audit.job_event(node, audit.JobItem(PURGE_ACTION, gone.appid, gone.secret_id), now_ms)
         if len(purged) < PURGE_BATCH:
             return done
