@@ -71,7 +71,8 @@ def _loop(url: str, appid: str, apikey: str, worker: Worker, seed: int) -> None:
 
     Once ``worker.arm`` is set, the worker sends one slow request (CreateKey RSA-4096: the core spends 0.15 to
     1.5 s on it, where RSA-3072 was seen to finish in 35 ms) and says so in ``worker.sent``; the kill follows
-    20 ms later, while it runs, so at least one request is certainly inside the server. The other workers are wherever they happen to be.
+    20 ms later, while it runs, so at least one request is certainly inside the server. The other workers are
+    wherever they happen to be.
     """
     rng = random.Random(seed)
     client = KmsClient(url, appid, apikey)
