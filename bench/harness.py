@@ -394,6 +394,11 @@ class Bench:
                     make=encrypt_bodies_for(app, keyids, self.seed()), rate=2000, procs=procs,
                 )  # fmt: skip
                 scale["stores"].append({"keys": target, "fill": fill, "cell": cell, "rss": rss(proc)})
+                if self.args.profile and target == self.args.scale_keys:
+                    make = encrypt_bodies_for(app, keyids, self.seed())
+                    self.results.setdefault("profiles", {})[f"encrypt_random_{target}"] = self.profile_one(
+                        proc, make, f"encrypt_random_{target}", "Encrypt", "sqlite-isolated"
+                    )
             finally:
                 proc.stop()
             self.save()
@@ -413,35 +418,58 @@ class Bench:
     PROFILED = (("encrypt", "Encrypt"), ("sign_ec", "Sign"), ("create_key", "CreateKey"))
 
     def profile(self) -> None:
-        """py-spy on the server and core processes at 64 connections (SQLite, isolated core), one recording per
-        workload that a goal is about: Encrypt (Encrypt and GenerateDataKey), Sign ECDSA P-256, CreateKey."""
+        """py-spy on the server and core processes at 64 connections, one recording per workload that a goal is
+        about: Encrypt (Encrypt and GenerateDataKey), Sign ECDSA P-256 and CreateKey on SQLite with the isolated
+        core; CreateKey on PostgreSQL (the PostgreSQL goal's worst workload). The scale goal's profile is taken in
+        the scale phase, on the large store."""
+        self.results.setdefault("profiles", {})
         data = self.work / "profile"
         proc = servers.kms(
             data, f"sqlite:///{data / 'kms.db'}", "isolated", self.logs, log_level=self.args.log_level, tag="profile"
         )
         proc.start()
-        self.results["profiles"] = {}
         try:
             fx = setup_kms(proc.url)
             for slug, action in self.PROFILED:
-                self.results["profiles"][slug] = self.profile_one(proc, fx, slug, action)
+                make = kms_bodies(slug, fx, self.seed())
+                self.results["profiles"][slug] = self.profile_one(proc, make, slug, action, "sqlite-isolated")
                 self.save()
         finally:
             proc.stop()
+        if not pg_reachable():
+            return
+        schema = f"ehsm_bench_{secrets.token_hex(4)}"
+        self.results.setdefault("pg_schemas", []).append(schema)
+        proc = servers.kms(
+            self.work / "profile-pg", f"{PG_DSN}?schema={schema}", "isolated", self.logs,
+            log_level=self.args.log_level, tag="profile-pg",
+        )  # fmt: skip
+        proc.start()
+        try:
+            fx = setup_kms(proc.url)
+            make = kms_bodies("create_key", fx, self.seed())
+            self.results["profiles"]["create_key@pg"] = self.profile_one(
+                proc, make, "create_key", "CreateKey", "pg-isolated"
+            )
+            self.save()
+        finally:
+            proc.stop()
 
-    def profile_one(self, proc: servers.Process, fx: KmsFixture, slug: str, action: str) -> dict[str, Any]:
+    def profile_one(
+        self, proc: servers.Process, make: Callable[[int], bytes], slug: str, action: str, config: str
+    ) -> dict[str, Any]:
         rate = next(
             (
                 c["rps"]
                 for c in self.results["cells"]
-                if c["config"] == "sqlite-isolated" and c["workload"] == slug and c["connections"] == 64
+                if c["config"] == config and c["workload"] == slug and c["connections"] == 64
             ),
             1000.0,
         )
         count = int(rate * self.args.profile_seconds)
-        pool.write_pool(self.pool_path, count, kms_bodies(slug, fx, self.seed()))
+        pool.write_pool(self.pool_path, count, make)
         procs = proc.processes()
-        stem = f"{self.stamp}-{slug}"
+        stem = f"{self.stamp}-{slug}-{config}"
         recs = [profiling.start(role, pid, self.args.results_dir, stem) for role, pid in procs.items()]
         time.sleep(1.0)
         t0 = time.monotonic()
@@ -452,9 +480,10 @@ class Bench:
         seconds = time.monotonic() - t0
         for rec in recs:
             profiling.stop(rec)
-        self.log(f"   profiled {count} {action} requests: {run.rps} req/s under the profiler")
+        self.log(f"   profiled {count} {action} requests ({config}): {run.rps} req/s under the profiler")
         return {
             "workload": slug,
+            "config": config,
             "connections": GOAL_CONNECTIONS,
             "run": run.as_dict(),
             "processes": {

@@ -402,13 +402,21 @@ def _profile(res: dict[str, Any]) -> list[str]:
 
 def _profile_one(res: dict[str, Any], prof: dict[str, Any]) -> list[str]:
     run = prof["run"]
-    title = res.get("workload_titles", {}).get(prof["workload"], prof["workload"])
+    slug = prof["workload"]
+    if slug.startswith("encrypt_random_"):
+        title = f"Encrypt on random keys of a {int(slug.rsplit('_', 1)[1]):,}-key store"
+    else:
+        title = res.get("workload_titles", {}).get(slug, slug)
+    config = prof.get("config", "sqlite-isolated")
+    where = res.get("configs", {}).get(config, config)
+    if config != "sqlite-isolated":
+        title = f"{title} ({where})"
     lines = [
         "",
         f"## Profile: where a request's time goes, {title}",
         "",
         f"py-spy (`--nonblocking`, 100 Hz) on the server and core processes while wrk replayed "
-        f"{run['requests']:,} requests at {prof['connections']} connections (SQLite, isolated core; "
+        f"{run['requests']:,} requests at {prof['connections']} connections ({where}; "
         f"{run['rps']:,.0f} req/s under the profiler). Flame graphs: "
         + ", ".join(f"`{p['svg']}`" for p in prof["processes"].values())
         + " (bench/results/ is not committed; rerun with `--profile`). Shares are of a thread's samples; stacks are "
