@@ -55,6 +55,7 @@ class Settings:
     scheduler_interval_ms: int = 5000  # background jobs (due deletions, rotations); 0 = none on this node
     audit_fail_closed: bool = False  # refuse a request whose audit record cannot be written
     log_level: str = "info"
+    access_log: bool = True  # one line per request (id, action, appid, code, ms, client; never a payload)
     attestation_provider: str = ""  # GenerateQuote's evidence: "" (no TEE), "sgx-dcap" (Gramine) or "tpm2"
     tpm2_tcti: str = "device:/dev/tpmrm0"  # tpm2 provider: the TPM (e.g. swtpm:host=127.0.0.1,port=2321)
     tpm2_pcrs: str = "sha256:0,1,2,3,4,5,6,7"  # tpm2 provider: the PCRs quoted

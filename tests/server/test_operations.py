@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -11,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import KmsClient, LiveServer, b64, running
+from tests.live import ROOT, KmsClient, LiveServer, b64, running
 
 ED = {"keyspec": "EH_AES_GCM_256", "origin": "EH_INTERNAL_KEY", "keyusage": "EH_KEYUSAGE_ENCRYPT_DECRYPT"}
 
@@ -93,3 +97,26 @@ def test_graceful_shutdown_finishes_requests_in_flight(tmp_path: Path) -> None:
     finally:
         client.close()
         server.stop()
+
+
+def test_no_access_log_drops_the_request_lines_but_not_the_audit_records(tmp_path: Path) -> None:
+    with running(tmp_path, f"sqlite:///{tmp_path}/kms.db", "--no-access-log") as server:
+        client = KmsClient(server.url)
+        try:
+            assert client.enroll()["code"] == 200
+            keyid = client.ok("CreateKey", ED)["keyid"]
+            assert client.ok("Encrypt", {"keyid": keyid, "plaintext": b64(b"quiet")})["ciphertext"]
+        finally:
+            client.close()
+        server.stop()
+        log = server.log()
+    assert "enroll_mode open" in log  # the node still logs what it does
+    assert "request id=" not in log
+    exported = subprocess.run(
+        [sys.executable, "-m", "ehsm_kms.cli.main", "admin", "export-audit", "--data-dir", str(tmp_path),
+         "--store-url", f"sqlite:///{tmp_path}/kms.db"],
+        capture_output=True, text=True, timeout=120, check=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    ).stdout  # fmt: skip
+    actions = [json.loads(line)["action"] for line in exported.splitlines() if line.strip()]
+    assert {"Enroll", "CreateKey", "Encrypt"} <= set(actions)

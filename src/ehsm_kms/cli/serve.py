@@ -70,6 +70,9 @@ def uvicorn_options(settings: config.Settings) -> dict[str, Any]:
 @click.option("--tls-self-signed", is_flag=True, default=None, help="Make a self-signed certificate in the data dir.")
 @click.option("--allow-plain-http", is_flag=True, default=None, help="Serve plain HTTP on a non-loopback address.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--access-log/--no-access-log", default=None, help="One log line per request (default on; the audit log is kept)."
+)
 def serve(config_file: str | None, **overrides: Any) -> None:
     """Start a KMS node (single mode: the core creates and seals its own domain key; cluster mode: it gets the
     domain key from the machine's dkeycache, and the node answers /healthz, but /readyz only once it has it)."""

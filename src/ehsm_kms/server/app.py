@@ -47,6 +47,7 @@ class KmsApp:
         clock_ms: Callable[[], int] | None = None,
         scheduler_interval_s: float = 5.0,
         audit_fail_closed: bool = False,
+        access_log: bool = True,
     ) -> None:
         self._node_factory = node_factory
         self.node: Node | None = None
@@ -59,6 +60,7 @@ class KmsApp:
         self.scheduler_interval_s = scheduler_interval_s
         self.scheduler: Scheduler | None = None
         self.audit_fail_closed = audit_fail_closed
+        self.access_log = access_log
         self._admin_task: asyncio.Task[None] | None = None
 
     def _request_id(self) -> str:
@@ -188,15 +190,16 @@ class KmsApp:
         code = int(result.get("code", 500))
         seconds = time.perf_counter() - start
         self.metrics.observe(action_name if actions.lookup(action_name) else "unknown", code, seconds)
-        log.info(
-            "request id=%s action=%s appid=%s code=%d ms=%.2f client=%s",
-            request_id,
-            action_name or "-",
-            appid,
-            code,
-            seconds * 1000,
-            _client(scope),
-        )
+        if self.access_log:
+            log.info(
+                "request id=%s action=%s appid=%s code=%d ms=%.2f client=%s",
+                request_id,
+                action_name or "-",
+                appid,
+                code,
+                seconds * 1000,
+                _client(scope),
+            )
         await _respond(send, envelope.dumps(result), request_id=request_id)
 
     async def _body(self, receive: Receive, scope: Scope) -> bytes:

@@ -61,4 +61,5 @@ def build_app(settings: Settings, *, secret: bytes | None = None) -> KmsApp:
         enroll_mode=settings.effective_enroll_mode,
         scheduler_interval_s=settings.scheduler_interval_ms / 1000,
         audit_fail_closed=settings.audit_fail_closed,
+        access_log=settings.access_log,
     )
