@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from ehsm_kms import errors
+from ehsm_kms.core import coreconfig
 
 ENV_PREFIX = "EHSM_KMS_"
 ENROLL_MODES = ("open", "token", "closed")
 CORE_MODES = ("isolated", "inprocess")
 RUN_MODES = ("single", "cluster")
-SEALERS = ("passphrase", "pkcs11", "tpm2", "file")
+SEALERS = coreconfig.SEALERS
 
 
 def default_data_dir() -> Path:

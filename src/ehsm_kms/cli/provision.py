@@ -20,9 +20,9 @@ from typing import Any
 import click
 
 from ehsm_kms import errors
+from ehsm_kms.core import coreconfig
 
 KINDS = ("tpm2", "sgx-dcap", "tdx", "none")
-SEALERS = ("passphrase", "pkcs11", "tpm2", "file")
 DKS, DKC = "EHSM_KMS_DKS_", "EHSM_KMS_DKC_"
 F = Callable[..., Any]
 
@@ -69,7 +69,7 @@ def _fetch_options(prefix: str, server: str, ca: str, what: str) -> list[Callabl
 
 def _sealer_options(prefix: str) -> list[Callable[[F], F]]:
     return [
-        _opt(prefix, "--sealer", type=click.Choice(SEALERS), default="passphrase", show_default=True,
+        _opt(prefix, "--sealer", type=click.Choice(coreconfig.SEALERS), default="passphrase", show_default=True,
              help="How the root seals the domain key at rest."),
         _opt(prefix, "--sealer-secret", help="Passphrase / PIN source: file:<path>, env:<VAR> or prompt."),
         _opt(prefix, "--pkcs11-module", default="/usr/lib/softhsm/libsofthsm2.so", show_default=True),

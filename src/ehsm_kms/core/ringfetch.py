@@ -61,7 +61,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
         if not chunk:
-            raise ConnectionError("the dkeycache closed the connection")
+            raise ConnectionError("the peer closed the connection")
         buf += chunk
     return bytes(buf)
 

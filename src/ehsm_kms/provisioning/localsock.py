@@ -20,6 +20,7 @@ import msgspec
 
 from ehsm_kms import errors
 from ehsm_kms.core.ringfetch import MAX_FRAME, frame
+from ehsm_kms.core.ringfetch import read_frame as read_socket_frame
 
 _CRED = struct.Struct("3i")
 _LEN = struct.Struct(">I")
@@ -91,10 +92,7 @@ def admin_call(data_dir: Path, op: str, *, timeout: float = 60.0) -> dict[str, A
             sock.settimeout(timeout)
             sock.connect(str(path))
             sock.sendall(frame(msgspec.msgpack.encode({"op": op})))
-            (length,) = _LEN.unpack(_exact(sock, _LEN.size))
-            if length > MAX_FRAME:
-                raise ConnectionError("reply too large")
-            reply = msgspec.msgpack.decode(_exact(sock, length))
+            reply = msgspec.msgpack.decode(read_socket_frame(sock))
     except (OSError, ConnectionError) as exc:
         raise errors.CoreUnavailable(f"no dkeyserver answers on {path}: {exc}") from None
     except msgspec.DecodeError:
@@ -104,16 +102,6 @@ def admin_call(data_dir: Path, op: str, *, timeout: float = 60.0) -> dict[str, A
     if not reply.get("ok"):
         raise errors.InternalError(f"the dkeyserver refused: {reply.get('error', 'no reason given')}")
     return reply
-
-
-def _exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("the dkeyserver closed the connection")
-        buf += chunk
-    return bytes(buf)
 
 
 def close_quietly(writer: asyncio.StreamWriter) -> None:

@@ -183,9 +183,8 @@ class KmsApp:
             log.exception("request %s (%s) failed inside the server", request_id, action_name or "-")
             result = envelope.error(errors.InternalError())
         if scope["path"] in KMS_PATHS:
-            client = _client(scope)
             result = await audit.record(
-                self.node, trail, action_name, result, request_id, client, fail_closed=self.audit_fail_closed
+                self.node, trail, action_name, result, request_id, trail.client, fail_closed=self.audit_fail_closed
             )
         code = int(result.get("code", 500))
         seconds = time.perf_counter() - start
@@ -198,7 +197,7 @@ class KmsApp:
                 appid,
                 code,
                 seconds * 1000,
-                _client(scope),
+                trail.client,
             )
         await _respond(send, envelope.dumps(result), request_id=request_id)
 
