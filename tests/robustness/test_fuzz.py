@@ -37,6 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ehsm_kms import config
+from ehsm_kms.server.app import KmsApp
 from ehsm_kms.server.assemble import build_app
 from ehsm_kms.service.all_actions import HANDLERS
 from ehsm_kms.wire import actions, payload
@@ -214,6 +215,7 @@ class InProcess(Target):
     def __init__(self, runner: asyncio.Runner, client: httpx.AsyncClient) -> None:
         super().__init__()
         self.runner, self.client = runner, client
+        self.kms_app: KmsApp | None = None
 
     def _request(
         self, method: str, path: str, params: dict[str, str] | None, content: bytes, headers: dict[str, str]
@@ -316,6 +318,7 @@ def in_process(data_dir: Path, store_url: str | None = None) -> Iterator[InProce
             client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kms.test")
             try:
                 target = InProcess(runner, client)
+                target.kms_app = app
                 target.prepare()
                 yield target
             finally:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 
 from ehsm_kms import errors
 from ehsm_kms.core.protocol import SignedRequest
+from ehsm_kms.server.accesslog import AccessLog
 from ehsm_kms.server.metrics import Metrics
 from ehsm_kms.service import admin, apps, attestation, audit
 from ehsm_kms.service.all_actions import HANDLERS
@@ -61,6 +62,7 @@ class KmsApp:
         self.scheduler: Scheduler | None = None
         self.audit_fail_closed = audit_fail_closed
         self.access_log = access_log
+        self._access = AccessLog()
         self._admin_task: asyncio.Task[None] | None = None
 
     def _request_id(self) -> str:
@@ -108,6 +110,7 @@ class KmsApp:
         if node is not None:
             await node.core.close()
             await node.store.close()
+        self._access.flush()  # the lines of requests answered while draining
 
     # ---------------------------------------------------------------- ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -190,15 +193,7 @@ class KmsApp:
         seconds = time.perf_counter() - start
         self.metrics.observe(action_name if actions.lookup(action_name) else "unknown", code, seconds)
         if self.access_log:
-            log.info(
-                "request id=%s action=%s appid=%s code=%d ms=%.2f client=%s",
-                request_id,
-                action_name or "-",
-                appid,
-                code,
-                seconds * 1000,
-                trail.client,
-            )
+            self._access.request(request_id, action_name or "-", appid, code, seconds, trail.client)
         await _respond(send, envelope.dumps(result), request_id=request_id)
 
     async def _body(self, receive: Receive, scope: Scope) -> bytes:
@@ -253,6 +248,8 @@ class KmsApp:
         parsed = request.parse_json(body) if body else {}
         fields = request.check_envelope(parsed, info, self.clock_ms())
         audit.note_request(fields.appid, fields.payload)
+        if info is not None:
+            audit.join_replay(info.name)
         req = SignedRequest(
             appid=fields.appid,
             timestamp=fields.timestamp,

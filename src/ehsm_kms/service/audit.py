@@ -59,6 +59,7 @@ from ehsm_kms.storage.audit_base import (
 if TYPE_CHECKING:
     from ehsm_kms.service.node import Node
     from ehsm_kms.storage.base import Store
+    from ehsm_kms.storage.records import ReplayEntry
 
 log = logging.getLogger("ehsm_kms.audit")
 
@@ -111,6 +112,9 @@ class Trail:
     key_noted: bool = False
     request_id: str = ""
     client: str = "-"
+    # An action in NO_LASTING_EFFECT: its replay record may wait for the outcome record and commit with it.
+    joins_replay: bool = False
+    replay: ReplayEntry | None = None
 
 
 _TRAIL: ContextVar[Trail | None] = ContextVar("ehsm_kms_audit_trail", default=None)
@@ -121,6 +125,24 @@ def begin(request_id: str = "", client: str = "-") -> Trail:
     trail = Trail(request_id=request_id, client=client)
     _TRAIL.set(trail)
     return trail
+
+
+def join_replay(action: str) -> None:
+    """The request serves ``action``: if it changes nothing, its replay record goes with its outcome record."""
+    trail = _TRAIL.get()
+    if trail is not None:
+        trail.joins_replay = action in NO_LASTING_EFFECT
+
+
+def defer_replay(entry: ReplayEntry) -> bool:
+    """Hand the request's replay record to its outcome record (:func:`record`), which writes both in one
+    transaction before the answer leaves. False when the request's action may change state (its replay record
+    must be durable before that), outside a request, or once one is held: the caller writes it now."""
+    trail = _TRAIL.get()
+    if trail is None or not trail.joins_replay or trail.replay is not None:
+        return False
+    trail.replay = entry
+    return True
 
 
 def writes_ahead(action: str) -> bool:
@@ -171,21 +193,40 @@ async def record(
             trail.appid = made["appid"]  # Enroll: the app it made
         if not trail.keyid and isinstance(made.get("keyid"), str):
             trail.keyid = made["keyid"]  # CreateKey: the key it made
+    if node is None:
+        log.error("audit record of request %s not written: %s", request_id, _why(errors.CoreUnavailable()))
+        return errors.AuditUnavailable().envelope() if fail_closed else result
+    event = AuditEvent(
+        time_ms=node.clock_ms(),
+        appid=trail.appid,
+        action=action or "-",
+        keyid=trail.keyid,
+        key_version=trail.key_version,
+        code=code,
+        message=message,
+        request_id=request_id,
+        client=client,
+    )
+    if trail.replay is not None:
+        replay, trail.replay = trail.replay, None
+        try:
+            if await node.timed_store(node.store.append_audit_with_replay(event, replay, node.clock_ms())):
+                return result
+            return errors.ReplayError().envelope()
+        except Exception as exc:
+            # Neither was written. Replay protection never depends on the audit log: the replay record alone,
+            # then the outcome record alone, as for any request (logged, or the answer withheld).
+            log.warning("audit and replay records of request %s not written together: %s", request_id, _why(exc))
+            try:
+                accepted = await node.timed_store(node.store.record_request(replay, node.clock_ms()))
+            except errors.EhsmError as failed:
+                result = failed.envelope()
+            else:
+                result = result if accepted else errors.ReplayError().envelope()
+            event = event._replace(code=int(result.get("code", 500)))
+            event = event._replace(message="" if event.code == 200 else str(result.get("message") or ""))
     try:
-        if node is None:
-            raise errors.CoreUnavailable()
-        event = AuditEvent(
-            time_ms=node.clock_ms(),
-            appid=trail.appid,
-            action=action or "-",
-            keyid=trail.keyid,
-            key_version=trail.key_version,
-            code=code,
-            message=message,
-            request_id=request_id,
-            client=client,
-        )
-        await node.store.append_audit(event)
+        await node.timed_store(node.store.append_audit(event))
     except Exception as exc:
         log.error("audit record of request %s not written: %s", request_id, _why(exc))
         if fail_closed:

@@ -1,7 +1,8 @@
 """One KMS node's use-case context: the store, the core, the clock, and the short-lived record caches.
 
 The request path of every authenticated action is the same: find the app, find the keys the payload names, make
-*one* call to the core (which checks the signature before it uses a key), then write the replay record. A replay is
+*one* call to the core (which checks the signature before it uses a key), then write the replay record (for an
+action that changes nothing, together with the request's audit record: :meth:`Node.record_replay`). A replay is
 refused on every node because the record lives in the store (DESIGN invariant 6), and it is written only for
 requests whose signature the core verified.
 
@@ -26,7 +27,7 @@ from ehsm_kms.core import ciphertext as ct_format
 from ehsm_kms.core.protocol import ALIAS_PREFIX, AppCredential, Call, KeyRef, SignedRequest
 from ehsm_kms.core.proxy import Core
 from ehsm_kms.core.specs import LIMITS, KeySpec, KeyUsage, Origin
-from ehsm_kms.service.audit import note_key
+from ehsm_kms.service.audit import defer_replay, note_key
 from ehsm_kms.storage.base import ReplayEntry, Store
 from ehsm_kms.storage.records import KEY_PENDING_DELETION, AppRecord, KeyRecord, KeyVersionRecord
 from ehsm_kms.wire.request import js_string_to_number
@@ -105,7 +106,7 @@ class Node:
         self.store_calls = 0
 
     # ---------------------------------------------------------------- timing, for /metrics
-    async def _timed_store(self, op: Awaitable[_T]) -> _T:
+    async def timed_store(self, op: Awaitable[_T]) -> _T:
         start = time.perf_counter()
         try:
             return await op
@@ -127,7 +128,7 @@ class Node:
             raise errors.UnknownApp()
         rec: AppRecord | None = self._apps.get(appid)
         if rec is None:
-            rec = await self._timed_store(self.store.get_app(appid))
+            rec = await self.timed_store(self.store.get_app(appid))
             if rec is None:
                 raise errors.UnknownApp()
             self._apps.put(appid, rec)
@@ -157,7 +158,7 @@ class Node:
             keyid = await self.resolve_alias(app, keyid[len(ALIAS_PREFIX) :])
         loaded: LoadedKey | None = self._keys.get(keyid)
         if loaded is None:
-            found = await self._timed_store(self.store.get_key(keyid))
+            found = await self.timed_store(self.store.get_key(keyid))
             if found is None:
                 raise errors.KeyNotFound()
             loaded = LoadedKey(*found)
@@ -175,7 +176,7 @@ class Node:
         if version is not None and version != loaded.version.version:
             if 1 <= version < rec.min_decrypt_version:  # a version that exists, retired (0 never exists)
                 raise errors.KeyVersionRetired()
-            other = await self._timed_store(self.store.get_key_version(keyid, version))
+            other = await self.timed_store(self.store.get_key_version(keyid, version))
             if other is None:
                 raise errors.KeyVersionInvalid() if named_version else errors.DecryptionFailed()
             loaded = LoadedKey(rec, other)
@@ -187,7 +188,7 @@ class Node:
         cache_key = f"{app.appid}/{alias}"
         keyid: str | None = self._aliases.get(cache_key)
         if keyid is None:
-            keyid = await self._timed_store(self.store.get_key_by_alias(app.appid, alias))
+            keyid = await self.timed_store(self.store.get_key_by_alias(app.appid, alias))
             if keyid is None:
                 raise errors.KeyNotFound()
             self._aliases.put(cache_key, keyid)
@@ -240,7 +241,13 @@ class Node:
         )
 
     async def record_replay(self, req: SignedRequest) -> None:
-        if not await self._timed_store(self.store.record_request(self.replay_entry(req), self.clock_ms())):
+        """The replay record, durable before the request goes on; for a request that changes nothing, it is
+        handed to the request's outcome record instead, which commits both before the answer leaves (one commit
+        per request, not two: :func:`ehsm_kms.service.audit.defer_replay`)."""
+        entry = self.replay_entry(req)
+        if defer_replay(entry):
+            return
+        if not await self.timed_store(self.store.record_request(entry, self.clock_ms())):
             raise errors.ReplayError()
 
     async def verify(self, req: SignedRequest, app: AppRecord) -> None:

@@ -116,6 +116,11 @@ class KeyAdminStore(Protocol):
     async def append_audit(self, event: AuditEvent) -> AuditRecord:
         """Append one record to the chain (batched with the records that arrive meanwhile); durable on return."""
 
+    async def append_audit_with_replay(self, event: AuditEvent, replay: ReplayEntry, now_ms: int) -> bool:
+        """Append the record of a request that changed nothing together with its replay record, in one
+        transaction: False (and the record says the replay error) when the replay record was refused. If it
+        raises, neither was written."""
+
     async def audit_records(self, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
         """Records with seq > ``after_seq``, in seq order."""
 

@@ -20,12 +20,15 @@ from ehsm_kms.storage.audit_base import (
     AuditEvent,
     AuditQueue,
     AuditRecord,
+    Replay,
     chain,
     record_from_row,
+    settle,
 )
 from ehsm_kms.storage.base import key_with_primary
 from ehsm_kms.storage.keyadmin_base import KQ, AdminCredential
 from ehsm_kms.storage.records import KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.replay_postgres import record_many
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -63,6 +66,8 @@ class KeyAdminPostgres:
         async def _write(
             self, op: Callable[[Conn], Awaitable[T]], replay: ReplayEntry | None = None, *, single: bool = False
         ) -> T: ...
+
+        async def _maybe_purge(self) -> None: ...
 
     _audit_queue: AuditQueue | None = None
 
@@ -189,26 +194,39 @@ class KeyAdminPostgres:
         return await self._ka_update(Q.delete_if_due, (keyid, now_ms), None)
 
     # ---------------------------------------------------------------- audit log
-    async def _append_audit_batch(self, events: list[AuditEvent]) -> list[AuditRecord]:
-        async def op(conn: Conn) -> list[AuditRecord]:
+    async def _append_audit_batch(
+        self, events: list[AuditEvent], replays: list[Replay | None]
+    ) -> tuple[list[AuditRecord], list[bool]]:
+        pairs = [r for r in replays if r is not None]
+
+        async def op(conn: Conn) -> tuple[list[AuditRecord], list[bool]]:
             async with conn.transaction():
+                settled, accepted = settle(events, replays, await record_many(conn, pairs) if pairs else [])
                 cur = await conn.execute(_LOCK_AUDIT_HEAD, prepare=True)
                 head = await cur.fetchone()
                 if head is None:
                     raise errors.InternalError("the audit log's head row is missing")
-                records = chain(int(head[0]), bytes(head[1]), events)
+                records = chain(int(head[0]), bytes(head[1]), settled)
                 async with conn.cursor() as cur, cur.copy(_COPY_AUDIT) as copy:
                     for rec in records:
                         await copy.write_row(rec)
                 await conn.execute(Q.set_audit_head, (records[-1].seq, records[-1].hash), prepare=True)
-                return records
+                return records, accepted
 
-        return await self._write(op)
+        written = await self._write(op)
+        if pairs:
+            await self._maybe_purge()
+        return written
 
     async def append_audit(self, event: AuditEvent) -> AuditRecord:
         if self._audit_queue is None:
             self._audit_queue = AuditQueue(self._append_audit_batch)
-        return await self._audit_queue.append(event)
+        return (await self._audit_queue.append(event))[0]
+
+    async def append_audit_with_replay(self, event: AuditEvent, replay: ReplayEntry, now_ms: int) -> bool:
+        if self._audit_queue is None:
+            self._audit_queue = AuditQueue(self._append_audit_batch)
+        return (await self._audit_queue.append(event, (replay, now_ms)))[1]
 
     async def audit_records(self, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
         async def op(conn: Conn) -> list[AuditRecord]:

@@ -11,10 +11,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ehsm_kms import errors
-from ehsm_kms.storage.audit_base import AuditEvent, AuditQueue, AuditRecord, audit_row, chain, record_from_row
+from ehsm_kms.storage.audit_base import (
+    AuditEvent,
+    AuditQueue,
+    AuditRecord,
+    Replay,
+    audit_row,
+    chain,
+    record_from_row,
+    settle,
+)
 from ehsm_kms.storage.base import key_with_primary
 from ehsm_kms.storage.keyadmin_base import KQ, AdminCredential
 from ehsm_kms.storage.records import KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.replay_sqlite import record_many
 
 T = TypeVar("T")
 
@@ -38,7 +48,7 @@ def _set_alias(conn: sqlite3.Connection, appid: str, keyid: str, alias: str) -> 
 class KeyAdminSqlite:
     if TYPE_CHECKING:  # provided by SqliteStore
 
-        async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T: ...
+        async def _write(self, op: Callable[[sqlite3.Connection], T], *, purges: bool = False) -> T: ...
 
         async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T: ...
 
@@ -164,22 +174,32 @@ class KeyAdminSqlite:
         return await self._ka_update(KQ.delete_if_due, (keyid, now_ms), None)
 
     # ---------------------------------------------------------------- audit log
-    async def _append_audit_batch(self, events: list[AuditEvent]) -> list[AuditRecord]:
-        def op(conn: sqlite3.Connection) -> list[AuditRecord]:
+    async def _append_audit_batch(
+        self, events: list[AuditEvent], replays: list[Replay | None]
+    ) -> tuple[list[AuditRecord], list[bool]]:
+        pairs = [r for r in replays if r is not None]
+
+        def op(conn: sqlite3.Connection) -> tuple[list[AuditRecord], list[bool]]:
+            settled, accepted = settle(events, replays, record_many(pairs, conn) if pairs else [])
             head = conn.execute(KQ.audit_head).fetchone()
             if head is None:
                 raise errors.InternalError("the audit log's head row is missing")
-            records = chain(int(head[0]), bytes(head[1]), events)
+            records = chain(int(head[0]), bytes(head[1]), settled)
             conn.executemany(KQ.insert_audit, [audit_row(rec) for rec in records])
             conn.execute(KQ.set_audit_head, (records[-1].seq, records[-1].hash))
-            return records
+            return records, accepted
 
-        return await self._write(op)
+        return await self._write(op, purges=bool(pairs))
 
     async def append_audit(self, event: AuditEvent) -> AuditRecord:
         if self._audit_queue is None:
             self._audit_queue = AuditQueue(self._append_audit_batch)
-        return await self._audit_queue.append(event)
+        return (await self._audit_queue.append(event))[0]
+
+    async def append_audit_with_replay(self, event: AuditEvent, replay: ReplayEntry, now_ms: int) -> bool:
+        if self._audit_queue is None:
+            self._audit_queue = AuditQueue(self._append_audit_batch)
+        return (await self._audit_queue.append(event, (replay, now_ms)))[1]
 
     async def audit_records(self, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
         def op(conn: sqlite3.Connection) -> list[AuditRecord]:

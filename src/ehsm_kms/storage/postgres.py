@@ -33,7 +33,6 @@ from ehsm_kms.storage.base import (
     RecordExists,
     ReplayDetected,
     check_new_key,
-    first_occurrences,
     import_row,
     key_row,
     key_with_primary,
@@ -47,6 +46,7 @@ from ehsm_kms.storage.base import (
 from ehsm_kms.storage.keyadmin_postgres import KeyAdminPostgres
 from ehsm_kms.storage.quotes_postgres import PostgresQuotes
 from ehsm_kms.storage.records import AppRecord, ImportRecord, KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.replay_postgres import record_many
 from ehsm_kms.storage.rewrap_postgres import RewrapPostgres
 from ehsm_kms.storage.secrets_postgres import PostgresSecrets
 
@@ -60,18 +60,6 @@ _SCHEMA_NAME: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _REPLAY_PURGE: Final = (
     "DELETE FROM replay WHERE (appid, digest) IN "
     "(SELECT appid, digest FROM replay WHERE expires_ms <= %s LIMIT %s FOR UPDATE SKIP LOCKED)"
-)
-# A batch of records is one insert (three arrays, prepared once); the rows that conflicted then take over an
-# expired entry with one update, each row compared with its own caller's now.
-_INSERT_MANY: Final = (
-    "INSERT INTO replay (appid, digest, expires_ms) "
-    "SELECT * FROM unnest(%s::text[], %s::bytea[], %s::bigint[]) "
-    "ON CONFLICT (appid, digest) DO NOTHING RETURNING appid, digest"
-)
-_TAKE_OVER_MANY: Final = (
-    "UPDATE replay r SET expires_ms = t.expires_ms "
-    "FROM unnest(%s::text[], %s::bytea[], %s::bigint[], %s::bigint[]) AS t(appid, digest, expires_ms, now_ms) "
-    "WHERE r.appid = t.appid AND r.digest = t.digest AND r.expires_ms <= t.now_ms RETURNING r.appid, r.digest"
 )
 # create_key as one statement (one round trip, atomic on its own): the key, its version and, when given, the
 # replay record; for a replay the CTE chain inserts nothing and the statement reports no row.
@@ -278,7 +266,8 @@ class PostgresStore(PostgresSecrets, KeyAdminPostgres, PostgresQuotes, RewrapPos
         while self._records:
             batch, self._records = self._records[:_FLUSH_MAX], self._records[_FLUSH_MAX:]
             try:
-                results = await self._record_many([(entry, now_ms) for entry, now_ms, _ in batch])
+                async with self._connection() as conn:
+                    results = await record_many(conn, [(entry, now_ms) for entry, now_ms, _ in batch])
             except Exception as exc:
                 for _, _, future in batch:
                     if not future.done():
@@ -288,30 +277,6 @@ class PostgresStore(PostgresSecrets, KeyAdminPostgres, PostgresQuotes, RewrapPos
                     if not future.done():
                         future.set_result(accepted)
             await self._maybe_purge()
-
-    async def _record_many(self, items: list[tuple[ReplayEntry, int]]) -> list[bool]:
-        entries = [entry for entry, _ in items]
-        firsts = first_occurrences(entries)
-        unique = [entries[i] for i in firsts]
-        columns = ([e.appid for e in unique], [e.digest for e in unique], [e.expires_ms for e in unique])
-        async with self._connection() as conn:
-            cur = await conn.execute(_INSERT_MANY, columns, prepare=True)
-            accepted = set(await cur.fetchall())
-            conflicts = [i for i in firsts if (entries[i].appid, entries[i].digest) not in accepted]
-            if conflicts:
-                rows = [items[i] for i in conflicts]
-                params = (
-                    [e.appid for e, _ in rows],
-                    [e.digest for e, _ in rows],
-                    [e.expires_ms for e, _ in rows],
-                    [now_ms for _, now_ms in rows],
-                )
-                cur = await conn.execute(_TAKE_OVER_MANY, params, prepare=True)
-                accepted.update(await cur.fetchall())
-        results = [False] * len(items)
-        for i in firsts:
-            results[i] = (entries[i].appid, entries[i].digest) in accepted
-        return results
 
     async def _maybe_purge(self) -> None:
         """Delete a bounded batch of expired replay rows when one is due (skipping rows others are purging)."""

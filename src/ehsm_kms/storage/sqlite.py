@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from functools import cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -31,7 +31,6 @@ from ehsm_kms.storage.base import (
     RecordExists,
     ReplayDetected,
     check_new_key,
-    first_occurrences,
     import_row,
     key_row,
     key_with_primary,
@@ -45,6 +44,7 @@ from ehsm_kms.storage.base import (
 from ehsm_kms.storage.keyadmin_sqlite import KeyAdminSqlite
 from ehsm_kms.storage.quotes_sqlite import SqliteQuotes
 from ehsm_kms.storage.records import AppRecord, ImportRecord, KeyRecord, KeyVersionRecord, ReplayEntry
+from ehsm_kms.storage.replay_sqlite import record_many
 from ehsm_kms.storage.rewrap_sqlite import RewrapSqlite
 from ehsm_kms.storage.secrets_sqlite import SqliteSecrets
 
@@ -54,7 +54,6 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 Outcome = tuple["_Job", Any, BaseException | None]
 
-_RECORD_MANY_CHUNK: Final = 500  # rows per statement: 3 parameters each, far below SQLite's limit
 _REPLAY_PURGE: Final = (
     "DELETE FROM replay WHERE (appid, digest) IN (SELECT appid, digest FROM replay WHERE expires_ms <= ? LIMIT ?)"
 )
@@ -62,9 +61,10 @@ _REPLAY_PURGE: Final = (
 
 class _Job:
     """One caller's operation. ``op`` runs in its own savepoint; a job without ``op`` is a record_request,
-    and all of those in a batch are recorded together (see ``_record_many``)."""
+    and all of those in a batch are recorded together (see ``record_many``). ``purges``: the job writes replay
+    records (alone, or with audit records), so its transaction may also delete expired ones."""
 
-    __slots__ = ("future", "loop", "now_ms", "op", "replay")
+    __slots__ = ("future", "loop", "now_ms", "op", "purges", "replay")
 
     def __init__(
         self,
@@ -73,12 +73,14 @@ class _Job:
         op: Op | None,
         replay: ReplayEntry | None = None,
         now_ms: int = 0,
+        purges: bool = False,
     ) -> None:
         self.future = future
         self.loop = loop
         self.op = op
         self.replay = replay
         self.now_ms = now_ms
+        self.purges = purges or op is None
 
 
 def _resolve(outcomes: list[Outcome]) -> None:
@@ -103,36 +105,6 @@ def _deliver(outcomes: list[Outcome]) -> None:
 
 def _run_one(op: Op, conn: sqlite3.Connection) -> list[Any]:
     return [op(conn)]
-
-
-@cache
-def _insert_many_sql(rows: int) -> str:
-    values = ", ".join(["(?, ?, ?)"] * rows)
-    return (
-        f"INSERT INTO replay (appid, digest, expires_ms) VALUES {values} "  # noqa: S608 (placeholders only)
-        "ON CONFLICT (appid, digest) DO NOTHING RETURNING appid, digest"
-    )
-
-
-def _record_many(items: list[tuple[ReplayEntry, int]], conn: sqlite3.Connection) -> list[bool]:
-    """Record (entry, now_ms) pairs: one insert per chunk for all of them, then an update for each conflict
-    (a replay, or an expired entry taken over); True for each one accepted."""
-    entries = [entry for entry, _ in items]
-    firsts = first_occurrences(entries)
-    inserted: set[tuple[str, bytes]] = set()
-    for start in range(0, len(firsts), _RECORD_MANY_CHUNK):
-        chunk = [entries[i] for i in firsts[start : start + _RECORD_MANY_CHUNK]]
-        params = [value for e in chunk for value in (e.appid, e.digest, e.expires_ms)]
-        inserted.update(conn.execute(_insert_many_sql(len(chunk)), params).fetchall())
-    results = [False] * len(items)
-    for i in firsts:
-        entry, now_ms = items[i]
-        if (entry.appid, entry.digest) in inserted:
-            results[i] = True
-        else:
-            take_over = (entry.expires_ms, entry.appid, entry.digest, now_ms)
-            results[i] = conn.execute(Q.take_over_replay, take_over).rowcount == 1
-    return results
 
 
 def _join_all(threads: list[threading.Thread]) -> None:
@@ -219,7 +191,13 @@ class SqliteStore(SqliteSecrets, KeyAdminSqlite, SqliteQuotes, RewrapSqlite):
             thread.start()
 
     def _submit(
-        self, target: queue.SimpleQueue[_Job | None], op: Op | None, replay: ReplayEntry | None = None, now: int = 0
+        self,
+        target: queue.SimpleQueue[_Job | None],
+        op: Op | None,
+        replay: ReplayEntry | None = None,
+        now: int = 0,
+        *,
+        purges: bool = False,
     ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -228,11 +206,11 @@ class SqliteStore(SqliteSecrets, KeyAdminSqlite, SqliteQuotes, RewrapSqlite):
                 raise unavailable(f"SQLite database {self.path}", RuntimeError("the store is closed"))
             if not self._threads:
                 self._start()
-            target.put(_Job(future, loop, op, replay, now))
+            target.put(_Job(future, loop, op, replay, now, purges))
         return future
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        result: T = await self._submit(self._writes, op)
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, purges: bool = False) -> T:
+        result: T = await self._submit(self._writes, op, purges=purges)
         return result
 
     async def _read(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -330,7 +308,7 @@ class SqliteStore(SqliteSecrets, KeyAdminSqlite, SqliteQuotes, RewrapSqlite):
                 records.append(job)
                 items.append((job.replay, job.now_ms))
         if records:
-            units.append((records, partial(_record_many, items)))
+            units.append((records, partial(record_many, items)))
         return units
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job], outcomes: list[Outcome]) -> bool:
@@ -370,7 +348,7 @@ class SqliteStore(SqliteSecrets, KeyAdminSqlite, SqliteQuotes, RewrapSqlite):
                 done += zip(jobs, results, strict=True)
             if not conn.in_transaction:
                 continue
-            if any(job.op is None for job, _ in done):
+            if any(job.purges for job, _ in done):
                 self._maybe_purge(conn)
             try:
                 conn.execute("COMMIT")
