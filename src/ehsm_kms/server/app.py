@@ -34,7 +34,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 KMS_PATHS = frozenset({"/ehsm", "/ehsm/"})
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_JSON = b"application/json"
 
 
 class KmsApp:
@@ -146,6 +146,11 @@ class KmsApp:
                 return
 
     async def _readyz(self, send: Send) -> None:
+        status, body = await self.readiness()
+        await _respond(send, body, status=status)
+
+    async def readiness(self) -> tuple[int, bytes]:
+        """``/readyz``: 200 once the core has its domain key and the store answers, 503 until then."""
         node = self.node
         # Not ready while the core has no domain key (cluster mode, waiting for the dkeycache) or restarts.
         ready = node is not None and not self.draining and node.core.ready
@@ -156,66 +161,68 @@ class KmsApp:
                 self.metrics.store_latency.observe(time.perf_counter() - start)
             except errors.EhsmError:
                 ready = False
-        body = envelope.dumps({"status": "ready" if ready else "not ready"})
-        await _respond(send, body, status=200 if ready else 503)
+        return (200 if ready else 503), envelope.dumps({"status": "ready" if ready else "not ready"})
 
     # ---------------------------------------------------------------- the KMS
     async def _kms(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
+        body, request_id = await self.answer(
+            scope["path"],
+            scope["method"],
+            scope.get("query_string", b"").decode("latin-1"),
+            content_type.decode("latin-1"),
+            lambda: _asgi_body(receive),
+            _client(scope),
+        )
+        await _respond(send, body, request_id=request_id)
+
+    async def answer(
+        self,
+        path: str,
+        method: str,
+        query_string: str,
+        content_type: str,
+        read_body: Callable[[], Awaitable[bytes]],
+        client: str,
+    ) -> tuple[bytes, str]:
+        """One request to ``/ehsm`` (or an unknown path): the answer's body (always HTTP 200) and its request id.
+
+        Apart from the HTTP server's interface: ``read_body`` reads the request body (raising
+        :class:`~ehsm_kms.errors.BodyTooLarge` past the limit); it is called only for requests that have one.
+        """
         start = time.perf_counter()
         request_id = self._request_id()
-        trail = audit.begin(request_id, _client(scope))
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        trail = audit.begin(request_id, client)
+        query = _query(query_string)
         action_name = (query.get("Action") or [""])[0]
         appid = "-"
         try:
-            if scope["path"] not in KMS_PATHS:
-                body = await self._body(receive, scope)
-                result = await self._unknown(body)
+            if path not in KMS_PATHS:
+                result = await self._unknown(_json_only(await read_body(), content_type))
             else:
                 info = actions.lookup(action_name)
                 if info is not None and info.method == "GET":
-                    if scope["method"] != "GET":
+                    if method != "GET":
                         raise errors.ApiNotFound()
                     result = await self._get_action(info.name, query)
                 else:
-                    body = await self._body(receive, scope)
-                    result, appid = await self._post_action(info, scope["method"], body)
+                    body = _json_only(await read_body(), content_type)
+                    result, appid = await self._post_action(info, method, body)
         except errors.EhsmError as exc:
             result = envelope.error(exc)
         except Exception:
             log.exception("request %s (%s) failed inside the server", request_id, action_name or "-")
             result = envelope.error(errors.InternalError())
-        if scope["path"] in KMS_PATHS:
+        if path in KMS_PATHS:
             result = await audit.record(
-                self.node, trail, action_name, result, request_id, trail.client, fail_closed=self.audit_fail_closed
+                self.node, trail, action_name, result, request_id, client, fail_closed=self.audit_fail_closed
             )
         code = int(result.get("code", 500))
         seconds = time.perf_counter() - start
         self.metrics.observe(action_name if actions.lookup(action_name) else "unknown", code, seconds)
         if self.access_log:
-            self._access.request(request_id, action_name or "-", appid, code, seconds, trail.client)
-        await _respond(send, envelope.dumps(result), request_id=request_id)
-
-    async def _body(self, receive: Receive, scope: Scope) -> bytes:
-        """The request body, size-limited; empty unless it is ``application/json`` (express.json() parses only
-        that media type, so the original saw ``{}`` for any other: "Missing required parameters")."""
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > request.MAX_BODY_BYTES:
-                raise errors.BodyTooLarge()
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        content_type = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
-        if not request.is_json_content_type(content_type.decode("latin-1")):
-            return b""
-        return b"".join(chunks)
+            self._access.request(request_id, action_name or "-", appid, code, seconds, client)
+        return envelope.dumps(result), request_id
 
     def _live_node(self) -> Node:
         if self.node is None:
@@ -273,6 +280,46 @@ class KmsApp:
         return envelope.success_for(info.name, outcome.result), fields.appid
 
 
+_QUERIES: dict[str, dict[str, list[str]]] = {}
+_QUERIES_MAX = 1024
+
+
+def _query(query_string: str) -> dict[str, list[str]]:
+    """The parsed query string. Clients send the same few (``Action=Encrypt``) again and again: each is parsed
+    once and kept (at most 1024, then the table starts afresh). Callers only read the result."""
+    parsed = _QUERIES.get(query_string)
+    if parsed is None:
+        parsed = parse_qs(query_string, keep_blank_values=True)
+        if len(_QUERIES) >= _QUERIES_MAX:
+            _QUERIES.clear()
+        _QUERIES[query_string] = parsed
+    return parsed
+
+
+async def _asgi_body(receive: Receive) -> bytes:
+    """The request body, size-limited."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > request.MAX_BODY_BYTES:
+            raise errors.BodyTooLarge()
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _json_only(body: bytes, content_type: str) -> bytes:
+    """Empty unless the body is ``application/json`` (express.json() parses only that media type, so the
+    original saw ``{}`` for any other: "Missing required parameters")."""
+    return body if request.is_json_content_type(content_type) else b""
+
+
 def _client(scope: Scope) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "-"
@@ -286,10 +333,14 @@ async def _respond(
     content_type: bytes | None = None,
     request_id: str | None = None,
 ) -> None:
-    headers = [(b"content-type", content_type)] if content_type else list(_JSON_HEADERS)
-    headers.append((b"content-length", str(len(body)).encode()))
+    headers = [
+        (b"content-type", content_type or _JSON),
+        (b"content-length", b"%d" % len(body)),
+    ]
     if request_id:
         headers.append((b"x-request-id", request_id.encode()))
-    with contextlib.suppress(OSError):
+    try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+    except OSError:  # the client went away
+        pass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -46,9 +46,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        # The labelled children, looked up once each (``labels()`` takes a lock and builds a key per call).
+        self._counted: dict[tuple[str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
+
     def observe(self, action: str, code: int, seconds: float) -> None:
-        self.requests.labels(action, str(code)).inc()
-        self.latency.labels(action).observe(seconds)
+        counter = self._counted.get((action, code))
+        if counter is None:
+            counter = self._counted[(action, code)] = self.requests.labels(action, str(code))
+        counter.inc()
+        histogram = self._timed.get(action)
+        if histogram is None:
+            histogram = self._timed[action] = self.latency.labels(action)
+        histogram.observe(seconds)
 
     def render(self, node: Node | None = None) -> bytes:
         if node is not None:
