@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ehsm_kms.service import audit
+from ehsm_kms.service import audit, audit_chain
 from ehsm_kms.storage.audit_base import GENESIS, REQUEST_CODE, AuditEvent, chain, verify
 from ehsm_kms.wire.actions import ACTIONS
 from tests.beyond.conftest import (
@@ -51,7 +51,7 @@ def test_a_request_record_pairs_with_its_outcome_and_a_lone_one_is_reported_not_
     report = verify(records, (records[-1].seq, records[-1].hash))
     assert report.intact and report.records == 6 and report.requests == 3
     assert [(d.seq, d.request_id, d.action) for d in report.dangling] == [(4, "r3", "RotateKey")]
-    lines = audit.dangling_lines(report)
+    lines = audit_chain.dangling_lines(report)
     assert lines[0].startswith("1 request record(s) without an outcome record")
     assert lines[1] == "  seq 4: request r3 RotateKey by appid app-1 keyid key-1"
 

@@ -24,7 +24,7 @@ from ehsm_kms import errors
 from ehsm_kms.cli.main import main
 from ehsm_kms.config import Settings
 from ehsm_kms.server.assemble import build_node
-from ehsm_kms.service import admin, apps, audit
+from ehsm_kms.service import admin, apps, audit_chain
 from ehsm_kms.service.node import Node
 from ehsm_kms.service.scheduler import Scheduler
 from ehsm_kms.storage.audit_base import REQUEST_CODE, AuditRecord, ChainReport
@@ -71,9 +71,9 @@ async def records_of(node: Node, keyid: str) -> list[AuditRecord]:
 
 async def assert_paired(node: Node) -> None:
     """The chain is whole and every request record has its outcome."""
-    report = await audit.verify_store(node.store)
+    report = await audit_chain.verify_store(node.store)
     assert report.intact, report.breaks
-    assert report.dangling == [], audit.dangling_lines(report)
+    assert report.dangling == [], audit_chain.dangling_lines(report)
 
 
 # ------------------------------------------------------------------------------------------ automatic rotation
@@ -128,7 +128,7 @@ async def test_fail_closed_the_rotation_goes_ahead_when_only_its_outcome_cannot_
     assert stored_versions(url, keyid) == [1, 2]  # done after its request record, and not undone
     [ahead] = await records_of(a, keyid)
     assert ahead.code == REQUEST_CODE
-    report = await audit.verify_store(a.store)
+    report = await audit_chain.verify_store(a.store)
     assert report.intact and [d.request_id for d in report.dangling] == [ahead.request_id]
 
 
@@ -341,13 +341,13 @@ def test_fail_closed_admin_commands_write_their_request_record_first(on_node: On
             secret=PASSPHRASE,
         )
         try:
-            return await node.store.audit_records(0, 1000), await audit.verify_store(node.store)
+            return await node.store.audit_records(0, 1000), await audit_chain.verify_store(node.store)
         finally:
             await node.core.close()
             await node.store.close()
 
     records, report = asyncio.run(chain())
-    assert report.intact and report.dangling == [], audit.dangling_lines(report)
+    assert report.intact and report.dangling == [], audit_chain.dangling_lines(report)
     names = ["admin " + args[0] for args in on_node.commands()]
     assert [(r.action, r.code) for r in records] == [(n, c) for n in names for c in (REQUEST_CODE, 200)]
     for ahead, outcome in zip(records[::2], records[1::2], strict=True):

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from ehsm_kms import errors
-from ehsm_kms.service import audit
+from ehsm_kms.service import audit_chain
 from ehsm_kms.service.node import Node
 from ehsm_kms.storage.audit_base import GENESIS, AuditEvent, chain, record_hash
 from ehsm_kms.storage.records import KeyRecord, KeyVersionRecord
@@ -33,12 +33,12 @@ async def test_concurrent_appends_make_one_unbroken_chain(node_pair: tuple[Node,
     ]
     written = await asyncio.gather(*appends)
     assert sorted(r.seq for r in written) == list(range(1, 301))  # every record got its own place
-    report = await audit.verify_store(b.store)
+    report = await audit_chain.verify_store(b.store)
     assert report.intact and report.records == 300, report.breaks
     assert await a.store.audit_head() == (300, report.last_hash)
     # Odd text (NUL, a lone surrogate, very long) is stored as it can be, and the chain still verifies.
     await a.store.append_audit(AuditEvent(1, "x\x00y", "\ud800" * 3, "k" * 10_000))
-    assert (await audit.verify_store(a.store)).intact
+    assert (await audit_chain.verify_store(a.store)).intact
 
 
 async def _key(node: Node, appid: str) -> str:

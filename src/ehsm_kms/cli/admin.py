@@ -27,7 +27,7 @@ import click
 from ehsm_kms import config, errors
 
 if TYPE_CHECKING:
-    from ehsm_kms.service.audit import AdminChange
+    from ehsm_kms.service.audit_jobs import AdminChange
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,20 +123,20 @@ async def _audited(
     make: Callable[[], Awaitable[T]],
     made_subject: Callable[[T], str] | None = None,
 ) -> T:
-    """Run ``make`` (the change) between its audit records; ``change`` is an :class:`~ehsm_kms.service.audit.
-    AdminChange`, ``made_subject`` names what the change made when the request could not (a new admin id)."""
-    from ehsm_kms.service import audit
+    """Run ``make`` (the change) between its audit records; ``change`` is an :class:`~ehsm_kms.service.
+    audit_jobs.AdminChange`, ``made_subject`` names what the change made when the request could not (a new admin id)."""
+    from ehsm_kms.service import audit_jobs
 
     if settings.audit_fail_closed:
-        await audit.admin_ahead(store, change, _now())  # raises AuditUnavailable: nothing done
+        await audit_jobs.admin_ahead(store, change, _now())  # raises AuditUnavailable: nothing done
     try:
         result = await make()
     except errors.EhsmError as exc:
         if settings.audit_fail_closed:  # the request record's outcome; the command's own error is what matters
             with contextlib.suppress(Exception):
-                await audit.admin_event(store, change, _now(), error=exc)
+                await audit_jobs.admin_event(store, change, _now(), error=exc)
         raise
-    await audit.admin_event(store, change, _now(), subject=made_subject(result) if made_subject else None)
+    await audit_jobs.admin_event(store, change, _now(), subject=made_subject(result) if made_subject else None)
     return result
 
 
@@ -182,12 +182,12 @@ def show_app(appid: str, config_file: str | None, **overrides: Any) -> None:
 
 
 def _set_state(appid: str, state: str, action: str, config_file: str | None, overrides: dict[str, Any]) -> None:
-    from ehsm_kms.service import admin, audit
+    from ehsm_kms.service import admin, audit_jobs
 
     settings = _settings(config_file, overrides)
 
     async def work(store: Any) -> dict[str, Any]:
-        change = audit.AdminChange(action, "-", appid)
+        change = audit_jobs.AdminChange(action, "-", appid)
         return await _audited(settings, store, change, lambda: admin.set_app_state(store, appid, state))
 
     _echo_json(_with_store(settings, work))
@@ -216,7 +216,7 @@ def restore_app(appid: str, config_file: str | None, **overrides: Any) -> None:
 @_core_options
 def rotate_apikey(appid: str, admin_key_from: str | None, config_file: str | None, **overrides: Any) -> None:
     """Give the app a new APIKey and print it (once); the old one stops working."""
-    from ehsm_kms.service import admin, audit
+    from ehsm_kms.service import admin, audit_jobs
 
     settings = _settings(config_file, overrides)
     key = _admin_key(admin_key_from)
@@ -232,7 +232,7 @@ def rotate_apikey(appid: str, admin_key_from: str | None, config_file: str | Non
             apikey: str = await admin.rotate_apikey(node, req, app_cred, appid)
             return apikey
 
-        change = audit.AdminChange("admin rotate-apikey", cred.admin_id, appid)
+        change = audit_jobs.AdminChange("admin rotate-apikey", cred.admin_id, appid)
         return await _audited(settings, node.store, change, rotate)
 
     apikey = _with_node(settings, work)
@@ -245,13 +245,13 @@ def rotate_apikey(appid: str, admin_key_from: str | None, config_file: str | Non
 @_core_options
 def reset_admin_credential(config_file: str | None, **overrides: Any) -> None:
     """Make a new admin credential and print it (once); the old one stops working."""
-    from ehsm_kms.service import admin, audit
+    from ehsm_kms.service import admin, audit_jobs
 
     settings = _settings(config_file, overrides)
 
     async def work(node: Any) -> tuple[str, str]:
         old = await node.store.get_admin_credential()  # the request names the credential it replaces
-        change = audit.AdminChange("admin reset-admin-credential", "-", old.admin_id if old else "-")
+        change = audit_jobs.AdminChange("admin reset-admin-credential", "-", old.admin_id if old else "-")
         return await _audited(
             settings, node.store, change, lambda: admin.reset_admin_credential(node), lambda made: made[0]
         )
@@ -265,13 +265,13 @@ def reset_admin_credential(config_file: str | None, **overrides: Any) -> None:
 @click.option("--ttl-hours", type=click.IntRange(1, 24 * 30), default=24, show_default=True)
 def issue_enroll_token(ttl_hours: int, config_file: str | None, **overrides: Any) -> None:
     """Print a one-time enrollment token (for enroll_mode=token)."""
-    from ehsm_kms.service import audit
+    from ehsm_kms.service import audit_jobs
     from ehsm_kms.service.apps import issue_enroll_token as issue
 
     settings = _settings(config_file, overrides)
 
     async def work(store: Any) -> str:
-        change = audit.AdminChange("admin issue-enroll-token", "-", "")  # never the token
+        change = audit_jobs.AdminChange("admin issue-enroll-token", "-", "")  # never the token
         return await _audited(settings, store, change, lambda: issue(store, _now(), ttl_hours * 3600 * 1000))
 
     click.echo(_with_store(settings, work))
@@ -283,14 +283,15 @@ def issue_enroll_token(ttl_hours: int, config_file: str | None, **overrides: Any
 @_store_options
 def verify_audit(from_file: str | None, config_file: str | None, **overrides: Any) -> None:
     """Check the audit log's hash chain; say where it breaks (exit code 1) if a record was removed or changed."""
-    from ehsm_kms.service import audit
+    from ehsm_kms.service import audit_chain
     from ehsm_kms.storage.audit_base import AuditRecord
 
     if from_file:
         with open(from_file, encoding="utf-8") as lines:
-            report = audit.verify_records(AuditRecord.from_json(json.loads(line)) for line in lines if line.strip())
+            records = (AuditRecord.from_json(json.loads(line)) for line in lines if line.strip())
+            report = audit_chain.verify_records(records)
     else:
-        report = _with_store(_settings(config_file, overrides), audit.verify_store)
+        report = _with_store(_settings(config_file, overrides), audit_chain.verify_store)
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "no records"
     if report.intact:
         click.echo(f"audit chain intact: {report.records} records ({span}), head hash {report.last_hash.hex()}")
@@ -298,7 +299,7 @@ def verify_audit(from_file: str | None, config_file: str | None, **overrides: An
         click.echo(f"audit chain BROKEN: {report.records} records ({span}); {len(report.breaks)} break(s):")
         for brk in report.breaks:
             click.echo(f"  chain breaks at {brk}")
-    for line in audit.dangling_lines(report):  # requests without an outcome: reported, not a break
+    for line in audit_chain.dangling_lines(report):  # requests without an outcome: reported, not a break
         click.echo(line)
     if not report.intact:
         sys.exit(errors.EXIT_GENERIC)
@@ -310,13 +311,13 @@ def verify_audit(from_file: str | None, config_file: str | None, **overrides: An
 @_store_options
 def export_audit(output: str | None, after_seq: int, config_file: str | None, **overrides: Any) -> None:
     """Write the audit log as JSON lines (one record per line, in chain order, hashes in hex)."""
-    from ehsm_kms.service import audit
+    from ehsm_kms.service import audit_chain
 
     async def work(store: Any) -> int:
         out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115 (closed below)
         count = 0
         try:
-            async for rec in audit.stored_records(store, after_seq):
+            async for rec in audit_chain.stored_records(store, after_seq):
                 out.write(json.dumps(rec.as_json(), separators=(",", ":"), sort_keys=True) + "\n")
                 count += 1
         finally:
@@ -342,7 +343,7 @@ def rotate_dk(admin_key_from: str | None, config_file: str | None, **overrides: 
     rotates the domain key instead.
     """
     from ehsm_kms.core.ringsource import CLUSTER_ROTATION
-    from ehsm_kms.service import audit
+    from ehsm_kms.service import audit_jobs
     from ehsm_kms.service import rewrap as dk_rewrap
 
     settings = _settings(config_file, overrides)
@@ -354,7 +355,7 @@ def rotate_dk(admin_key_from: str | None, config_file: str | None, **overrides: 
         cred = await node.store.get_admin_credential()
         if cred is None:
             raise errors.AdminAuthError("this store has no admin credential yet (start the server once)")
-        change = audit.AdminChange("admin rotate-dk", cred.admin_id, "domain-key")
+        change = audit_jobs.AdminChange("admin rotate-dk", cred.admin_id, "domain-key")
         return await _audited(
             settings,
             node.store,
@@ -395,7 +396,7 @@ def rewrap(
     Progress goes to standard error; the summary to standard output. Exit code 1 when blobs are left under older
     versions (or, with --check, when there are any).
     """
-    from ehsm_kms.service import audit
+    from ehsm_kms.service import audit_jobs
     from ehsm_kms.service import rewrap as dk_rewrap
 
     settings = _settings(config_file, overrides)
@@ -423,7 +424,7 @@ def rewrap(
             click.echo(f"rewrap: batch {report.batches}: {kind} {report.rewrapped[kind]} done", err=True)
 
     async def work(node: Any) -> dk_rewrap.RewrapReport:
-        change = audit.AdminChange("admin rewrap", "-", "domain-key")
+        change = audit_jobs.AdminChange("admin rewrap", "-", "domain-key")
         return await _audited(
             settings,
             node.store,

@@ -23,47 +23,38 @@ nothing but the replay record, and their outcome record is written before any re
 record would add a second durable write to the hot path and no guarantee, so they get none. Every other action,
 including one added later and not listed here, gets one.
 
-The other two writers of state follow the same rule with ``audit_fail_closed``. A background job (automatic
-rotation, due key deletion) writes each item's request record (:func:`job_ahead`, client ``scheduler``) before it
-changes anything for it; if that fails, the item and the rest of the batch are left as they are, still due, for
-the next run of any node, and the error is logged (action and keyid only). An ``ehsm-kms admin`` command on the
-node writes its request record (:func:`admin_ahead`, client ``cli``) before its change, or is refused
-(``audit log unavailable``, exit code 7) with nothing changed. Both then write their outcome record as before
-(:func:`job_event`, :func:`admin_event`), with the request record's request id. Without the setting, only the
-outcome record is written.
+The other two writers of state follow the same rule with ``audit_fail_closed`` (:mod:`ehsm_kms.service.audit_jobs`).
+A background job (automatic rotation, due key deletion) writes each item's request record (client ``scheduler``)
+before it changes anything for it; if that fails, the item and the rest of the batch are left as they are, still
+due, for the next run of any node, and the error is logged (action and keyid only). An ``ehsm-kms admin`` command
+on the node writes its request record (client ``cli``) before its change, or is refused (``audit log
+unavailable``, exit code 7) with nothing changed. Both then write their outcome record as before, with the request
+record's request id. Without the setting, only the outcome record is written.
 
 The records form one hash chain for the whole store (:mod:`ehsm_kms.storage.audit_base`; docs/beyond.md says why
-one chain rather than one per node), checked by ``ehsm-kms admin verify-audit``.
+one chain rather than one per node), checked by ``ehsm-kms admin verify-audit``
+(:mod:`ehsm_kms.service.audit_chain`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ehsm_kms import errors
 from ehsm_kms.storage.audit_base import (
     REQUEST_CODE,
     AuditEvent,
-    AuditRecord,
-    ChainBreak,
-    ChainReport,
-    ChainVerifier,
 )
 
 if TYPE_CHECKING:
     from ehsm_kms.service.node import Node
-    from ehsm_kms.storage.base import Store
     from ehsm_kms.storage.records import ReplayEntry
 
 log = logging.getLogger("ehsm_kms.audit")
 
-_PAGE = 1000
 
 # Actions whose only effect is their answer (and the replay record every signed request leaves): no request record
 # before them. A name not here gets one, so an action added to the table is written ahead until listed.
@@ -194,7 +185,7 @@ async def record(
         if not trail.keyid and isinstance(made.get("keyid"), str):
             trail.keyid = made["keyid"]  # CreateKey: the key it made
     if node is None:
-        log.error("audit record of request %s not written: %s", request_id, _why(errors.CoreUnavailable()))
+        log.error("audit record of request %s not written: %s", request_id, why(errors.CoreUnavailable()))
         return errors.AuditUnavailable().envelope() if fail_closed else result
     event = AuditEvent(
         time_ms=node.clock_ms(),
@@ -216,7 +207,7 @@ async def record(
         except Exception as exc:
             # Neither was written. Replay protection never depends on the audit log: the replay record alone,
             # then the outcome record alone, as for any request (logged, or the answer withheld).
-            log.warning("audit and replay records of request %s not written together: %s", request_id, _why(exc))
+            log.warning("audit and replay records of request %s not written together: %s", request_id, why(exc))
             try:
                 accepted = await node.timed_store(node.store.record_request(replay, node.clock_ms()))
             except errors.EhsmError as failed:
@@ -228,7 +219,7 @@ async def record(
     try:
         await node.timed_store(node.store.append_audit(event))
     except Exception as exc:
-        log.error("audit record of request %s not written: %s", request_id, _why(exc))
+        log.error("audit record of request %s not written: %s", request_id, why(exc))
         if fail_closed:
             return errors.AuditUnavailable().envelope()
     return result
@@ -258,192 +249,10 @@ async def write_ahead(node: Node, action: str, payload: dict[str, Any] | None) -
     try:
         await node.store.append_audit(event)
     except Exception as exc:
-        log.error("audit record of request %s not written before it ran; refused: %s", trail.request_id, _why(exc))
+        log.error("audit record of request %s not written before it ran; refused: %s", trail.request_id, why(exc))
         raise errors.AuditUnavailable() from None
 
 
-# ---------------------------------------------------------------- background jobs
-@dataclass(slots=True)
-class JobItem:
-    """One item of a background job (a rotation, a deletion): what its records name. Its request record and its
-    outcome record share the request id, so ``verify-audit`` pairs them."""
-
-    action: str
-    appid: str
-    keyid: str
-    version: int = 0
-    request_id: str = field(default_factory=lambda: "job-" + uuid.uuid4().hex[:12])
-    written_ahead: bool = False
-
-    def event(self, now_ms: int, code: int, message: str = "") -> AuditEvent:
-        return AuditEvent(
-            time_ms=now_ms,
-            appid=self.appid,
-            action=self.action,
-            keyid=self.keyid,
-            key_version=self.version,
-            code=code,
-            message=message,
-            request_id=self.request_id,
-            client="scheduler",
-        )
-
-
-# The scheduler's setting for the jobs it is running (its run is one task: the jobs it awaits see it).
-_JOBS_FAIL_CLOSED: ContextVar[bool] = ContextVar("ehsm_kms_jobs_fail_closed", default=False)
-
-
-@contextlib.contextmanager
-def jobs_fail_closed(on: bool) -> Iterator[None]:
-    """The jobs run inside this write each item's request record first (``audit_fail_closed``), or not."""
-    token = _JOBS_FAIL_CLOSED.set(on)
-    try:
-        yield
-    finally:
-        _JOBS_FAIL_CLOSED.reset(token)
-
-
-def jobs_write_ahead() -> bool:
-    return _JOBS_FAIL_CLOSED.get()
-
-
-async def job_ahead(node: Node, item: JobItem, now_ms: int) -> bool:
-    """Before a job changes anything for ``item``, with ``audit_fail_closed``: its request record, durably.
-
-    False when it cannot be written: the job leaves the item (and the rest of its batch) as it is, still due, for
-    its next run on any node. Without the setting nothing is written and the item goes ahead.
-    """
-    if not _JOBS_FAIL_CLOSED.get():
-        return True
-    try:
-        await node.store.append_audit(item.event(now_ms, REQUEST_CODE))
-    except Exception as exc:
-        log.error(
-            "audit record of job %s for key %s not written before it ran; left for the next run: %s",
-            item.action,
-            item.keyid,
-            _why(exc),
-        )
-        return False
-    item.written_ahead = True
-    return True
-
-
-async def job_event(node: Node, item: JobItem, now_ms: int, *, error: errors.EhsmError | None = None) -> None:
-    """The outcome record of ``item``: done, or (only after a request record, to pair with it) not done and why.
-
-    A failure is logged, not raised: the item is done (or not) already, and a done item must not be done again.
-    """
-    if error is not None and not item.written_ahead:
-        return
-    code, message = (200, "") if error is None else (error.code, error.message or "")
-    try:
-        await node.store.append_audit(item.event(now_ms, code, message))
-    except Exception as exc:
-        log.error("audit record of job %s for key %s not written: %s", item.action, item.keyid, _why(exc))
-
-
-# ---------------------------------------------------------------- ehsm-kms admin on the node
-@dataclass(slots=True)
-class AdminChange:
-    """One change an ``ehsm-kms admin`` command makes (client ``cli``): who (the admin id, or ``-`` for commands
-    that need none) did what to which app or thing (in the keyid field). One request id pairs its records."""
-
-    action: str
-    actor: str
-    subject: str
-    request_id: str = field(default_factory=lambda: "cli-" + uuid.uuid4().hex[:12])
-
-    def event(self, now_ms: int, code: int, message: str = "", subject: str | None = None) -> AuditEvent:
-        return AuditEvent(
-            time_ms=now_ms,
-            appid=self.actor,
-            action=self.action,
-            keyid=self.subject if subject is None else subject,
-            code=code,
-            message=message,
-            request_id=self.request_id,
-            client="cli",
-        )
-
-
-async def admin_ahead(store: Store, change: AdminChange, now_ms: int) -> None:
-    """With ``audit_fail_closed``, before the command changes anything: its request record, or the command is
-    refused (:class:`~ehsm_kms.errors.AuditUnavailable`) and nothing has changed."""
-    try:
-        await store.append_audit(change.event(now_ms, REQUEST_CODE))
-    except Exception as exc:
-        log.error("audit record of %s not written before it ran; refused: %s", change.action, _why(exc))
-        raise errors.AuditUnavailable(
-            "audit log unavailable: the request record could not be written (audit_fail_closed); nothing was changed"
-        ) from None
-
-
-async def admin_event(
-    store: Store,
-    change: AdminChange,
-    now_ms: int,
-    *,
-    subject: str | None = None,
-    error: errors.EhsmError | None = None,
-) -> None:
-    """The outcome record of a command's change (``subject``: what it made, when the request did not know it yet);
-    a failure is raised, so the command fails and says so (the change itself has been made)."""
-    code, message = (200, "") if error is None else (error.code, error.message or "")
-    try:
-        await store.append_audit(change.event(now_ms, code, message, subject))
-    except Exception as exc:
-        log.error("audit record of %s not written: %s", change.action, _why(exc))
-        raise errors.AuditUnavailable(
-            "audit log unavailable: the change was made, but its audit record could not be written"
-        ) from None
-
-
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
     message = exc.message if isinstance(exc, errors.EhsmError) else None
     return f"{type(exc).__name__}: {message or exc}"
-
-
-# ---------------------------------------------------------------- verification and export
-async def stored_records(store: Store, after_seq: int = 0, upto_seq: int | None = None) -> AsyncIterator[AuditRecord]:
-    seq = after_seq
-    while True:
-        page = await store.audit_records(seq, _PAGE)
-        for rec in page:
-            if upto_seq is not None and rec.seq > upto_seq:
-                return
-            yield rec
-        if len(page) < _PAGE:
-            return
-        seq = page[-1].seq
-
-
-async def verify_store(store: Store) -> ChainReport:
-    """Check the whole chain against the stored head (read first, so records appended meanwhile do not count)."""
-    head = await store.audit_head()
-    verifier = ChainVerifier()
-    async for rec in stored_records(store, upto_seq=None if head is None else head[0]):
-        verifier.add(rec)
-    report = verifier.finish(head)
-    if head is None:
-        report.breaks.append(ChainBreak(report.last_seq, "the chain's head row is missing"))
-    return report
-
-
-def verify_records(records: Iterable[AuditRecord]) -> ChainReport:
-    """Check an export (records in seq order; an export has no stored head to compare the end with)."""
-    verifier = ChainVerifier()
-    for rec in records:
-        verifier.add(rec)
-    return verifier.finish(None)
-
-
-def dangling_lines(report: ChainReport) -> list[str]:
-    """What ``verify-audit`` says about request records without an outcome (not a break: the chain is whole)."""
-    if not report.dangling:
-        return []
-    head = (
-        f"{len(report.dangling)} request record(s) without an outcome record (the node stopped between the two, "
-        "the outcome could not be written, or the request was still running when the log was read):"
-    )
-    return [head, *(f"  {d}" for d in report.dangling)]

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ehsm_kms import errors
 from ehsm_kms.core.protocol import SignedRequest
-from ehsm_kms.service import audit
+from ehsm_kms.service import audit_jobs
 from ehsm_kms.service.node import Node
 from ehsm_kms.service.registry import Outcome, action
 from ehsm_kms.service.scheduler import job
@@ -61,19 +61,19 @@ async def delete_due_keys(node: Node, now_ms: int) -> int:
     due (another node may have deleted it, or its owner cancelled, meanwhile: the outcome record says so). When a
     request record cannot be written the key and the rest of the batch stay as they are, for the next run.
     """
-    if not audit.jobs_write_ahead():
+    if not audit_jobs.jobs_write_ahead():
         deleted = await node.store.delete_due_keys(now_ms, _JOB_BATCH)
         for keyid, appid in deleted:
             node.forget_key(keyid)
-            await audit.job_event(node, audit.JobItem(_JOB_ACTION, appid, keyid), now_ms)
+            await audit_jobs.job_event(node, audit_jobs.JobItem(_JOB_ACTION, appid, keyid), now_ms)
         return len(deleted)
     done = 0
     for keyid, appid in await node.store.due_key_deletions(now_ms, _JOB_BATCH):
-        item = audit.JobItem(_JOB_ACTION, appid, keyid)
-        if not await audit.job_ahead(node, item, now_ms):
+        item = audit_jobs.JobItem(_JOB_ACTION, appid, keyid)
+        if not await audit_jobs.job_ahead(node, item, now_ms):
             break
         gone = await node.store.delete_key_if_due(keyid, now_ms)
         node.forget_key(keyid)
-        await audit.job_event(node, item, now_ms, error=None if gone else errors.KeyNotPendingDeletion(_NOT_DUE))
+        await audit_jobs.job_event(node, item, now_ms, error=None if gone else errors.KeyNotPendingDeletion(_NOT_DUE))
         done += gone
     return done

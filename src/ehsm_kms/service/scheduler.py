@@ -8,7 +8,7 @@ injected clock and no sleeping (:meth:`Scheduler.run_once`).
 
 With ``audit_fail_closed`` (given to the scheduler by the server, from the node's settings) the jobs it runs write
 each item's audit request record before they change anything for it, and leave the item for the next run when
-that write fails (:func:`ehsm_kms.service.audit.job_ahead`).
+that write fails (:func:`ehsm_kms.service.audit_jobs.job_ahead`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ehsm_kms import errors
-from ehsm_kms.service import audit
+from ehsm_kms.service import audit_jobs
 
 if TYPE_CHECKING:
     from ehsm_kms.service.node import Node
@@ -56,7 +56,7 @@ class Scheduler:
         """Run every job once at ``now_ms`` (the node's clock by default); return what each did."""
         now = self.node.clock_ms() if now_ms is None else now_ms
         done: dict[str, int] = {}
-        with audit.jobs_fail_closed(self.audit_fail_closed):
+        with audit_jobs.jobs_fail_closed(self.audit_fail_closed):
             for name, fn in sorted(JOBS.items()):
                 try:
                     done[name] = await fn(self.node, now)

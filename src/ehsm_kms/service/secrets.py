@@ -29,7 +29,7 @@ from ehsm_kms import errors
 from ehsm_kms.core import ciphertext as ct_format
 from ehsm_kms.core.protocol import Call, SignedRequest
 from ehsm_kms.core.specs import KeySpec, KeyUsage, Op, Origin, allows
-from ehsm_kms.service import audit
+from ehsm_kms.service import audit_jobs
 from ehsm_kms.service.node import LoadedKey, Node
 from ehsm_kms.service.registry import Outcome, action
 from ehsm_kms.service.scheduler import job
@@ -384,6 +384,6 @@ async def delete_due_secrets(node: Node, now_ms: int) -> int:
         for gone in purged:
             # Its DeleteSecret request has its records (written ahead with audit_fail_closed); this one says the
             # rows are gone. The secret was already gone for every action since its planned time.
-            await audit.job_event(node, audit.JobItem(PURGE_ACTION, gone.appid, gone.secret_id), now_ms)
+            await audit_jobs.job_event(node, audit_jobs.JobItem(PURGE_ACTION, gone.appid, gone.secret_id), now_ms)
         if len(purged) < PURGE_BATCH:
             return done

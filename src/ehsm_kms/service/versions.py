@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from ehsm_kms import errors
 from ehsm_kms.core.protocol import Call, SignedRequest
-from ehsm_kms.service import audit
+from ehsm_kms.service import audit_jobs
 from ehsm_kms.service.node import LoadedKey, Node
 from ehsm_kms.service.registry import Outcome, action
 from ehsm_kms.service.scheduler import job
@@ -127,15 +127,15 @@ async def rotate_due_keys(node: Node, now_ms: int) -> int:
     """Rotate every key whose automatic rotation is due (a batch per run); each to exactly one node."""
     done = 0
     for rec, primary in await node.store.due_rotations(now_ms, _JOB_BATCH):
-        item = audit.JobItem("AutoRotateKey", rec.appid, rec.keyid, rec.primary_version + 1)
-        if not await audit.job_ahead(node, item, now_ms):  # audit_fail_closed: not rotated, still due
+        item = audit_jobs.JobItem("AutoRotateKey", rec.appid, rec.keyid, rec.primary_version + 1)
+        if not await audit_jobs.job_ahead(node, item, now_ms):  # audit_fail_closed: not rotated, still due
             break
         key = LoadedKey(rec, primary)
         try:
             made = await node.core.call(Call(op="auto_rotate_key", keys=[key.ref()], args={"version": item.version}))
         except errors.EhsmError as exc:
             log.warning("automatic rotation of key %s failed: %s", rec.keyid, exc.message)
-            await audit.job_event(node, item, now_ms, error=exc)
+            await audit_jobs.job_event(node, item, now_ms, error=exc)
             continue
         version = KeyVersionRecord(rec.keyid, made["version"], made["blob"], now_ms)
         claim = (rec.next_rotation_ms, now_ms + rec.rotation_period_ms)
@@ -143,7 +143,7 @@ async def rotate_due_keys(node: Node, now_ms: int) -> int:
             node.forget_key(rec.keyid)
             done += 1
             item.version = version.version
-            await audit.job_event(node, item, now_ms)
+            await audit_jobs.job_event(node, item, now_ms)
         else:  # another node rotated it for this period, or it was rotated by hand or scheduled for deletion
-            await audit.job_event(node, item, now_ms, error=errors.KeyRotationConflict(_LOST))
+            await audit_jobs.job_event(node, item, now_ms, error=errors.KeyRotationConflict(_LOST))
     return done
