@@ -34,7 +34,9 @@ async def test_pragmas_are_set(tmp_path: Path) -> None:
         assert pragmas[role]["journal_mode"] == "wal", role
         assert pragmas[role]["synchronous"] == 2, role  # FULL: a commit survives power loss
         assert pragmas[role]["foreign_keys"] == 1, role
-        assert pragmas[role]["busy_timeout"] == 5000, role
+    # The writer waits for the write lock itself, in short steps (test_a_held_write_lock_is_waited_for_briefly).
+    assert pragmas["writer"]["busy_timeout"] == 0
+    assert pragmas["reader"]["busy_timeout"] == 5000
     assert pragmas["writer"]["query_only"] == 0
     assert pragmas["reader"]["query_only"] == 1
 
@@ -195,6 +197,38 @@ async def test_expired_replay_rows_are_purged_in_bounded_batches(tmp_path: Path)
         assert not await store.record_request(live, now[0])  # the unexpired row stayed
     finally:
         await store.close()
+
+
+async def test_a_held_write_lock_is_waited_for_then_given_up(tmp_path: Path) -> None:
+    """Another process's write transaction (here another connection) holds the lock: the store's write waits
+    and commits once it is released; held longer than ``busy_timeout_ms``, the write fails as unavailable."""
+    path = tmp_path / "kms.db"
+    store = SqliteStore(path, busy_timeout_ms=2000)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await store.migrate()
+        app = AppRecord("app-locked", b"blob", wall_clock_ms(), "active")
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(store.create_app(app))
+        await asyncio.sleep(0.3)
+        assert not write.done()  # waiting for the lock
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 5)
+        assert await store.get_app("app-locked") == app
+    finally:
+        await store.close()
+        other.close()
+    impatient = SqliteStore(path, busy_timeout_ms=200)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(errors.StoreUnavailable):
+            await asyncio.wait_for(impatient.create_app(AppRecord("app-late", b"b", 1, "active")), 10)
+        other.execute("ROLLBACK")
+        assert await impatient.get_app("app-late") is None
+    finally:
+        await impatient.close()
+        other.close()
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
