@@ -1,8 +1,9 @@
 """The ceiling: a trivial endpoint on the same HTTP stack as ``ehsm-kms serve``.
 
 Same uvicorn, same ``uvicorn.Config`` options as :mod:`ehsm_kms.cli.serve` (so the same HTTP protocol and event loop
-implementations), same orjson, one process. It reads the body the way :class:`ehsm_kms.server.app.KmsApp` does,
-parses the JSON and answers a small eHSM envelope: everything a request costs before a KMS does any KMS work.
+implementations), same orjson, one process. It reads the body with the node's own function
+(:func:`ehsm_kms.server.app.read_asgi_body`), parses the JSON and answers a small eHSM envelope: everything a request
+costs before a KMS does any KMS work.
 
 Run: ``python -m bench.ceiling --port 9100``.
 """
@@ -15,32 +16,23 @@ from typing import Any
 
 import orjson
 
+from ehsm_kms import errors
+from ehsm_kms.server.app import read_asgi_body
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-MAX_BODY = 1 << 20
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY:
-            break
-        chunks.append(chunk)
-        more = message.get("more_body", False)
     try:
-        parsed = orjson.loads(b"".join(chunks)) if chunks else {}
+        raw = await read_asgi_body(receive)
+        parsed = orjson.loads(raw) if raw else {}
         result = {"code": 200, "message": "success!", "result": {"fields": len(parsed)}}
+    except errors.EhsmError as exc:
+        result = exc.envelope()
     except orjson.JSONDecodeError:
         result = {"code": 400, "message": "Invalid JSON", "result": {}}
     body = orjson.dumps(result)

@@ -171,7 +171,7 @@ class KmsApp:
             scope["method"],
             scope.get("query_string", b"").decode("latin-1"),
             content_type.decode("latin-1"),
-            lambda: _asgi_body(receive),
+            lambda: read_asgi_body(receive),
             _client(scope),
         )
         await _respond(send, body, request_id=request_id)
@@ -296,8 +296,8 @@ def _query(query_string: str) -> dict[str, list[str]]:
     return parsed
 
 
-async def _asgi_body(receive: Receive) -> bytes:
-    """The request body, size-limited."""
+async def read_asgi_body(receive: Receive) -> bytes:
+    """The request body of an ASGI request, size-limited (:class:`~ehsm_kms.errors.BodyTooLarge` past the limit)."""
     chunks: list[bytes] = []
     size = 0
     more = True
