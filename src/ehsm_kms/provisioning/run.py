@@ -11,7 +11,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,24 +125,12 @@ async def run_root(listen: Listening, gate: Gate, sealer: Sealer, *, create: boo
     ring = await asyncio.to_thread(root.open, create=create)
     audit.append("start", server_role="root", dk_version=ring.current_version)
     log.info("domain key opened: version %d (%d versions)", ring.current_version, len(ring.versions))
-    server = DkServer(
-        role="root",
-        holder=holder,
-        gate=gate,
-        audit=audit,
-        step_timeout=listen.step_timeout,
-        connection_timeout=listen.connection_timeout,
-        max_connections=listen.max_connections,
-    )
+    server = _dk_server("root", holder, gate, audit, listen)
 
     async def rotate() -> dict[str, Any]:
         return {"dk_version": await root.rotate()}
 
-    async def status() -> dict[str, Any]:
-        held = holder.ring
-        return {"role": "root", "dk_version": held.current_version if held else 0}
-
-    admin = await serve_admin(listen.data_dir, {"rotate": rotate, "status": status})
+    admin = await serve_admin(listen.data_dir, {"rotate": rotate, "status": _status("root", holder)})
     tcp = await _serve_tls(listen, server, log)
     async with tcp, admin:
         await _until_stopped(log)
@@ -154,8 +142,19 @@ async def run_worker(listen: Listening, gate: Gate, fetching: Fetching, *, log: 
         log.warning("%s", note)
     holder = RingHolder()
     audit.append("start", server_role="worker", dk_version=0)
-    server = DkServer(
-        role="worker",
+    server = _dk_server("worker", holder, gate, audit, listen)
+
+    admin = await serve_admin(listen.data_dir, {"status": _status("worker", holder)})
+    tcp = await _serve_tls(listen, server, log)
+    try:
+        await _with_refresher(fetching.refresher("worker", holder, log), [tcp, admin], log)
+    finally:
+        fetching.close()
+
+
+def _dk_server(role: str, holder: RingHolder, gate: Gate, audit: ReleaseAudit, listen: Listening) -> DkServer:
+    return DkServer(
+        role=role,
         holder=holder,
         gate=gate,
         audit=audit,
@@ -164,16 +163,15 @@ async def run_worker(listen: Listening, gate: Gate, fetching: Fetching, *, log: 
         max_connections=listen.max_connections,
     )
 
+
+def _status(role: str, holder: RingHolder) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """The admin socket's ``status``: the server's role and the DK version it holds."""
+
     async def status() -> dict[str, Any]:
         held = holder.ring
-        return {"role": "worker", "dk_version": held.current_version if held else 0}
+        return {"role": role, "dk_version": held.current_version if held else 0}
 
-    admin = await serve_admin(listen.data_dir, {"status": status})
-    tcp = await _serve_tls(listen, server, log)
-    try:
-        await _with_refresher(fetching.refresher("worker", holder, log), [tcp, admin], log)
-    finally:
-        fetching.close()
+    return status
 
 
 async def run_cache(

@@ -146,11 +146,6 @@ class KmsApp:
                 return
 
     async def _readyz(self, send: Send) -> None:
-        status, body = await self.readiness()
-        await _respond(send, body, status=status)
-
-    async def readiness(self) -> tuple[int, bytes]:
-        """``/readyz``: 200 once the core has its domain key and the store answers, 503 until then."""
         node = self.node
         # Not ready while the core has no domain key (cluster mode, waiting for the dkeycache) or restarts.
         ready = node is not None and not self.draining and node.core.ready
@@ -161,44 +156,23 @@ class KmsApp:
                 self.metrics.store_latency.observe(time.perf_counter() - start)
             except errors.EhsmError:
                 ready = False
-        return (200 if ready else 503), envelope.dumps({"status": "ready" if ready else "not ready"})
+        body = envelope.dumps({"status": "ready" if ready else "not ready"})
+        await _respond(send, body, status=200 if ready else 503)
 
     # ---------------------------------------------------------------- the KMS
     async def _kms(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
-        body, request_id = await self.answer(
-            scope["path"],
-            scope["method"],
-            scope.get("query_string", b"").decode("latin-1"),
-            content_type.decode("latin-1"),
-            lambda: read_asgi_body(receive),
-            _client(scope),
-        )
-        await _respond(send, body, request_id=request_id)
-
-    async def answer(
-        self,
-        path: str,
-        method: str,
-        query_string: str,
-        content_type: str,
-        read_body: Callable[[], Awaitable[bytes]],
-        client: str,
-    ) -> tuple[bytes, str]:
-        """One request to ``/ehsm`` (or an unknown path): the answer's body (always HTTP 200) and its request id.
-
-        Apart from the HTTP server's interface: ``read_body`` reads the request body (raising
-        :class:`~ehsm_kms.errors.BodyTooLarge` past the limit); it is called only for requests that have one.
-        """
         start = time.perf_counter()
         request_id = self._request_id()
+        client = _client(scope)
         trail = audit.begin(request_id, client)
-        query = _query(query_string)
+        query = _query(scope.get("query_string", b"").decode("latin-1"))
+        path: str = scope["path"]
+        method: str = scope["method"]
         action_name = (query.get("Action") or [""])[0]
         appid = "-"
         try:
             if path not in KMS_PATHS:
-                result = await self._unknown(_json_only(await read_body(), content_type))
+                result = await self._unknown(await self._body(receive, scope))
             else:
                 info = actions.lookup(action_name)
                 if info is not None and info.method == "GET":
@@ -206,8 +180,7 @@ class KmsApp:
                         raise errors.ApiNotFound()
                     result = await self._get_action(info.name, query)
                 else:
-                    body = _json_only(await read_body(), content_type)
-                    result, appid = await self._post_action(info, method, body)
+                    result, appid = await self._post_action(info, method, await self._body(receive, scope))
         except errors.EhsmError as exc:
             result = envelope.error(exc)
         except Exception:
@@ -222,7 +195,15 @@ class KmsApp:
         self.metrics.observe(action_name if actions.lookup(action_name) else "unknown", code, seconds)
         if self.access_log:
             self._access.request(request_id, action_name or "-", appid, code, seconds, client)
-        return envelope.dumps(result), request_id
+        await _respond(send, envelope.dumps(result), request_id=request_id)
+
+    @staticmethod
+    async def _body(receive: Receive, scope: Scope) -> bytes:
+        """The request body, empty unless it is ``application/json`` (express.json() parses only that media type,
+        so the original saw ``{}`` for any other: "Missing required parameters")."""
+        body = await read_asgi_body(receive)
+        content_type = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), b"")
+        return body if request.is_json_content_type(content_type.decode("latin-1")) else b""
 
     def _live_node(self) -> Node:
         if self.node is None:
@@ -312,12 +293,6 @@ async def read_asgi_body(receive: Receive) -> bytes:
         chunks.append(chunk)
         more = message.get("more_body", False)
     return b"".join(chunks)
-
-
-def _json_only(body: bytes, content_type: str) -> bytes:
-    """Empty unless the body is ``application/json`` (express.json() parses only that media type, so the
-    original saw ``{}`` for any other: "Missing required parameters")."""
-    return body if request.is_json_content_type(content_type) else b""
 
 
 def _client(scope: Scope) -> str:

@@ -176,8 +176,7 @@ async def record(
     fail_closed: bool,
 ) -> dict[str, Any]:
     """Write the request's record; the result to send (with ``fail_closed``, an error when the write failed)."""
-    code = int(result.get("code", 500))
-    message = "" if code == 200 else str(result.get("message") or "")
+    code, message = _outcome(result)
     made = result.get("result")
     if isinstance(made, dict):
         if trail.appid == "-" and isinstance(made.get("appid"), str):
@@ -214,8 +213,8 @@ async def record(
                 result = failed.envelope()
             else:
                 result = result if accepted else errors.ReplayError().envelope()
-            event = event._replace(code=int(result.get("code", 500)))
-            event = event._replace(message="" if event.code == 200 else str(result.get("message") or ""))
+            code, message = _outcome(result)
+            event = event._replace(code=code, message=message)
     try:
         await node.timed_store(node.store.append_audit(event))
     except Exception as exc:
@@ -223,6 +222,12 @@ async def record(
         if fail_closed:
             return errors.AuditUnavailable().envelope()
     return result
+
+
+def _outcome(result: dict[str, Any]) -> tuple[int, str]:
+    """The code and message an outcome record takes from the answer (no message for a success)."""
+    code = int(result.get("code", 500))
+    return code, "" if code == 200 else str(result.get("message") or "")
 
 
 async def write_ahead(node: Node, action: str, payload: dict[str, Any] | None) -> None:

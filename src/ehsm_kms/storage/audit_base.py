@@ -386,3 +386,26 @@ class AuditQueue:
                         future.exception()
             if self._loop is not None:
                 self._start(self._loop)
+
+
+class AuditAppender:
+    """``append_audit`` and ``append_audit_with_replay`` of both backends, on one :class:`AuditQueue` per store;
+    the backend gives the batch write (``_append_audit_batch``, an :data:`AuditWrite`)."""
+
+    _audit_queue: AuditQueue | None = None
+
+    async def _append_audit_batch(
+        self, events: list[AuditEvent], replays: list[Replay | None]
+    ) -> tuple[list[AuditRecord], list[bool]]:
+        raise NotImplementedError
+
+    def _audits(self) -> AuditQueue:
+        if self._audit_queue is None:
+            self._audit_queue = AuditQueue(self._append_audit_batch)
+        return self._audit_queue
+
+    async def append_audit(self, event: AuditEvent) -> AuditRecord:
+        return (await self._audits().append(event))[0]
+
+    async def append_audit_with_replay(self, event: AuditEvent, replay: ReplayEntry, now_ms: int) -> bool:
+        return (await self._audits().append(event, (replay, now_ms)))[1]

@@ -17,8 +17,8 @@ from psycopg.rows import TupleRow
 from ehsm_kms import errors
 from ehsm_kms.storage.audit_base import (
     AUDIT_COLUMNS,
+    AuditAppender,
     AuditEvent,
-    AuditQueue,
     AuditRecord,
     Replay,
     chain,
@@ -58,7 +58,7 @@ async def _set_alias(conn: Conn, appid: str, keyid: str, alias: str) -> None:
         raise await _alias_refused(conn, appid, keyid)
 
 
-class KeyAdminPostgres:
+class KeyAdminPostgres(AuditAppender):
     if TYPE_CHECKING:  # provided by PostgresStore
 
         async def _read(self, op: Callable[[Conn], Awaitable[T]]) -> T: ...
@@ -68,8 +68,6 @@ class KeyAdminPostgres:
         ) -> T: ...
 
         async def _maybe_purge(self) -> None: ...
-
-    _audit_queue: AuditQueue | None = None
 
     async def _ka_update(self, sql: str, params: tuple[object, ...], replay: ReplayEntry | None) -> bool:
         async def op(conn: Conn) -> bool:
@@ -217,16 +215,6 @@ class KeyAdminPostgres:
         if pairs:
             await self._maybe_purge()
         return written
-
-    async def append_audit(self, event: AuditEvent) -> AuditRecord:
-        if self._audit_queue is None:
-            self._audit_queue = AuditQueue(self._append_audit_batch)
-        return (await self._audit_queue.append(event))[0]
-
-    async def append_audit_with_replay(self, event: AuditEvent, replay: ReplayEntry, now_ms: int) -> bool:
-        if self._audit_queue is None:
-            self._audit_queue = AuditQueue(self._append_audit_batch)
-        return (await self._audit_queue.append(event, (replay, now_ms)))[1]
 
     async def audit_records(self, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
         async def op(conn: Conn) -> list[AuditRecord]:

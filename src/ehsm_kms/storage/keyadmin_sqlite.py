@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ehsm_kms import errors
 from ehsm_kms.storage.audit_base import (
+    AuditAppender,
     AuditEvent,
-    AuditQueue,
     AuditRecord,
     Replay,
     audit_row,
@@ -45,7 +45,7 @@ def _set_alias(conn: sqlite3.Connection, appid: str, keyid: str, alias: str) -> 
         raise _alias_refused(conn, appid, keyid)
 
 
-class KeyAdminSqlite:
+class KeyAdminSqlite(AuditAppender):
     if TYPE_CHECKING:  # provided by SqliteStore
 
         async def _write(self, op: Callable[[sqlite3.Connection], T], *, purges: bool = False) -> T: ...
@@ -55,8 +55,6 @@ class KeyAdminSqlite:
         def _guarded(
             self, replay: ReplayEntry | None, op: Callable[[sqlite3.Connection], T]
         ) -> Callable[[sqlite3.Connection], Any]: ...
-
-    _audit_queue: AuditQueue | None = None
 
     async def _ka_update(self, sql: str, params: tuple[object, ...], replay: ReplayEntry | None) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -190,16 +188,6 @@ class KeyAdminSqlite:
             return records, accepted
 
         return await self._write(op, purges=bool(pairs))
-
-    async def append_audit(self, event: AuditEvent) -> AuditRecord:
-        if self._audit_queue is None:
-            self._audit_queue = AuditQueue(self._append_audit_batch)
-        return (await self._audit_queue.append(event))[0]
-
-    async def append_audit_with_replay(self, event: AuditEvent, replay: ReplayEntry, now_ms: int) -> bool:
-        if self._audit_queue is None:
-            self._audit_queue = AuditQueue(self._append_audit_batch)
-        return (await self._audit_queue.append(event, (replay, now_ms)))[1]
 
     async def audit_records(self, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
         def op(conn: sqlite3.Connection) -> list[AuditRecord]:

@@ -22,7 +22,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-__all__ = ["BLOB_KINDS", "RewrapQueries", "RewrapStore", "WrappedBlob", "dk_version_bytes", "rewrap_queries"]
+from ehsm_kms import errors
+
+__all__ = [
+    "BLOB_KINDS",
+    "RewrapQueries",
+    "RewrapStore",
+    "WrappedBlob",
+    "dk_version_bytes",
+    "queries_of",
+    "rewrap_queries",
+]
 
 BLOB_KINDS: Final = ("cmk", "apikey", "secret-default-key", "admin", "import")
 _MIN_BLOB: Final = 37  # header (21) + GCM tag (16): anything shorter is no keyblob
@@ -172,3 +182,10 @@ def blob_from_row(kind: str, row: Sequence[Any]) -> WrappedBlob:
         origin=str(row[5]),
         blob=bytes(row[6]),
     )
+
+
+def queries_of(table: dict[str, RewrapQueries], kind: str) -> RewrapQueries:
+    """A backend's statements for one blob kind; ConfigError naming the kinds for another."""
+    if kind not in table:
+        raise errors.ConfigError(f"unknown blob kind {kind!r}; one of {', '.join(BLOB_KINDS)}")
+    return table[kind]

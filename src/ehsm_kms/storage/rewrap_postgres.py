@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import psycopg
 from psycopg.rows import TupleRow
 
-from ehsm_kms import errors
 from ehsm_kms.storage.records import ReplayEntry
 from ehsm_kms.storage.rewrap_base import (
     BLOB_KINDS,
-    RewrapQueries,
     WrappedBlob,
     blob_from_row,
     dk_version_bytes,
+    queries_of,
     rewrap_queries,
 )
 
@@ -27,12 +26,6 @@ RQ: Final = {
     kind: q.with_placeholder("%s")
     for kind, q in rewrap_queries("substring({} from 6 for 4)", "octet_length({})").items()
 }
-
-
-def _queries(kind: str) -> RewrapQueries:
-    if kind not in RQ:
-        raise errors.ConfigError(f"unknown blob kind {kind!r}; one of {', '.join(BLOB_KINDS)}")
-    return RQ[kind]
 
 
 class RewrapPostgres:
@@ -49,7 +42,7 @@ class RewrapPostgres:
     async def stale_blobs(
         self, kind: str, dk_version: int, after: tuple[str, int] | None, limit: int
     ) -> list[WrappedBlob]:
-        q, version = _queries(kind), dk_version_bytes(dk_version)
+        q, version = queries_of(RQ, kind), dk_version_bytes(dk_version)
 
         async def op(conn: Conn) -> list[WrappedBlob]:
             if after is None:
@@ -74,7 +67,7 @@ class RewrapPostgres:
         return await self._read(op)
 
     async def replace_blobs(self, kind: str, changes: Sequence[tuple[WrappedBlob, bytes]]) -> int:
-        q = _queries(kind)
+        q = queries_of(RQ, kind)
         if not changes:
             return 0
 

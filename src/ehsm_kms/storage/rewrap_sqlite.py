@@ -6,13 +6,12 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from ehsm_kms import errors
 from ehsm_kms.storage.rewrap_base import (
     BLOB_KINDS,
-    RewrapQueries,
     WrappedBlob,
     blob_from_row,
     dk_version_bytes,
+    queries_of,
     rewrap_queries,
 )
 
@@ -20,12 +19,6 @@ __all__ = ["RewrapSqlite"]
 
 T = TypeVar("T")
 RQ: Final = rewrap_queries("substr({}, 6, 4)", "length({})")
-
-
-def _queries(kind: str) -> RewrapQueries:
-    if kind not in RQ:
-        raise errors.ConfigError(f"unknown blob kind {kind!r}; one of {', '.join(BLOB_KINDS)}")
-    return RQ[kind]
 
 
 class RewrapSqlite:
@@ -40,7 +33,7 @@ class RewrapSqlite:
     async def stale_blobs(
         self, kind: str, dk_version: int, after: tuple[str, int] | None, limit: int
     ) -> list[WrappedBlob]:
-        q, version = _queries(kind), dk_version_bytes(dk_version)
+        q, version = queries_of(RQ, kind), dk_version_bytes(dk_version)
 
         def op(conn: sqlite3.Connection) -> list[WrappedBlob]:
             if after is None:
@@ -60,7 +53,7 @@ class RewrapSqlite:
         return await self._read(op)
 
     async def replace_blobs(self, kind: str, changes: Sequence[tuple[WrappedBlob, bytes]]) -> int:
-        q = _queries(kind)
+        q = queries_of(RQ, kind)
         if not changes:
             return 0
 
